@@ -1,0 +1,3 @@
+from sysmail_ops.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The ``sysmail-ops`` command: thin over the Python API.
+
+Each command calls one library function; a ``SysmailError`` becomes one line
+on stderr and exit code 2 (as do argparse's usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from sysmail_ops import __version__
+from sysmail_ops.cli import accounts, sink, workspace
+from sysmail_ops.errors import SysmailError
+
+Handler = Callable[[argparse.Namespace], int]
+GROUPS = (workspace, accounts, sink)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sysmail-ops",
+        description="Bind, test and use a company's system emails.",
+    )
+    parser.add_argument("--version", action="version", version=f"sysmail-ops {__version__}")
+    parser.add_argument(
+        "--home",
+        help="workspace folder (default: $SYSMAIL_HOME, else the per-user data folder)",
+    )
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for another process using the workspace (default 30)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except SysmailError as exc:
+        print(f"sysmail-ops: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sysmail-ops: interrupted", file=sys.stderr)
+        return 130

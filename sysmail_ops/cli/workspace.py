@@ -1,0 +1,56 @@
+"""`sysmail-ops init` and `sysmail-ops demo`."""
+
+from __future__ import annotations
+
+import argparse
+
+from sysmail_ops import demo
+from sysmail_ops.cli import accounts as accounts_cli
+from sysmail_ops.secrets import ENV_KEY
+from sysmail_ops.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = sub.add_parser("init", help="create the workspace (safe to run again)")
+    init.set_defaults(handler=cmd_init)
+
+    d = sub.add_parser(
+        "demo",
+        help="the main job on the embedded defaults: a demo workspace on the capture server",
+    )
+    d.add_argument(
+        "--sink-port",
+        type=int,
+        default=demo.SINK_PORT,
+        help=f"capture server port ({demo.SINK_PORT}; 0 picks a free one)",
+    )
+    d.set_defaults(handler=cmd_demo)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    ws, new_key = Workspace.init(args.home, lock_wait=args.lock_wait)
+    print(f"workspace: {ws.home}")
+    print(f"database:  {ws.db_path} (schema version {ws.store.schema_version()})")
+    if ws.secrets.origin.startswith("$"):
+        print(f"secret key: from ${ENV_KEY}")
+    else:
+        state = "created" if new_key else "kept"
+        print(f"secret key: {ws.key_path} ({state})")
+    print(
+        "The secret key is the one file that cannot be recreated: keep it in your backups. "
+        "Without it the stored passwords must be entered again."
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ws = demo.run(args.home, sink_port=args.sink_port, out=print)
+    print()
+    args.json = False
+    args.home = str(ws.home)
+    accounts_cli.cmd_list(args)
+    print()
+    print(f"Captured mail: {ws.mailbox_dir} (list it: sysmail-ops --home {ws.home} sink list)")
+    print(f"Keep the capture server running: sysmail-ops --home {ws.home} sink")
+    print("Notebooks: make lab (JupyterLab on notebooks/ with this workspace)")
+    return 0

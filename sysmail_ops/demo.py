@@ -1,0 +1,98 @@
+"""The main job on the embedded defaults: a demo workspace on the local capture server.
+
+One system email of each kind, bound to ``sysmail-ops sink`` on loopback with
+STARTTLS verified against the sink's own certificate, each connection-tested.
+Safe to run again: existing demo accounts are re-pointed, not duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from sysmail_ops import accounts
+from sysmail_ops.errors import NotFoundError, SysmailError
+from sysmail_ops.secrets import Secret
+from sysmail_ops.sink import CaptureSink, ensure_certificate
+from sysmail_ops.workspace import Workspace
+
+SINK_HOST = "127.0.0.1"
+SINK_PORT = 1025
+ADMIN_ADDRESS = "admin@example.com"
+DEMO_ACCOUNTS: list[dict[str, Any]] = [
+    {
+        "name": "service",
+        "kind": "customer_service",
+        "from_address": "service@example.com",
+        "display_name": "Example Customer Service",
+        "description": "Replies to customers and sends satisfaction surveys",
+    },
+    {
+        "name": "marketing",
+        "kind": "marketing",
+        "from_address": "news@example.com",
+        "display_name": "Example News",
+        "description": "Newsletters and follow-ups",
+    },
+    {
+        "name": "workflow",
+        "kind": "workflow_notification",
+        "from_address": "workflow@example.com",
+        "display_name": "Example Workflow",
+        "description": "Post-action notices of workflows, approval and business flows",
+    },
+    {
+        "name": "reports",
+        "kind": "other",
+        "from_address": "reports@example.com",
+        "display_name": "Example Reports",
+        "description": "Report subscriptions",
+    },
+]
+
+
+def _bind(ws: Workspace, spec: dict[str, Any], port: int, ca: str) -> str:
+    server: dict[str, Any] = {
+        "smtp_host": SINK_HOST,
+        "smtp_port": port,
+        "smtp_security": "starttls",
+        "ca_bundle": ca,
+        "imap_host": SINK_HOST,
+    }
+    # The sink takes any login; a real password is stored anyway, encrypted as in production.
+    password = Secret("demo-" + os.urandom(6).hex())
+    try:
+        accounts.get_account(ws, spec["name"])
+    except NotFoundError:
+        accounts.add_account(ws, password=password, **spec, **server)
+        return "bound"
+    accounts.edit_account(ws, spec["name"], **server)
+    return "re-pointed"
+
+
+def run(
+    home: str | None = None, *, sink_port: int = SINK_PORT, out: Callable[[str], object] = print
+) -> Workspace:
+    """Create the demo workspace, bind and test the demo system emails. Returns the workspace."""
+    ws, _ = Workspace.init(home)
+    out(f"workspace {ws.home}")
+    cert, _key = ensure_certificate(ws.sink_dir)
+    with ExitStack() as stack:
+        sink = CaptureSink(ws.mailbox_dir, ws.sink_dir, SINK_HOST, sink_port)
+        try:
+            sink.start()
+            stack.callback(sink.stop)
+            out(f"capture server listening on {SINK_HOST}:{sink.port} for this run")
+        except SysmailError as exc:
+            out(f"{exc}; using the server already there")
+        for spec in DEMO_ACCOUNTS:
+            state = _bind(ws, spec, sink.port, str(cert))
+            out(f"{state} {spec['name']} ({spec['from_address']}, {spec['kind']})")
+        for spec in DEMO_ACCOUNTS:
+            send_to = ADMIN_ADDRESS if spec["kind"] == "customer_service" else None
+            result = accounts.test_account(ws, spec["name"], send_to=send_to)
+            verdict = "OK" if result.ok else "FAILED at"
+            out(f"test {spec['name']}: {verdict} {result.message}")
+    return ws

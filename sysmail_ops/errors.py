@@ -1,0 +1,58 @@
+"""One exception root, a subclass per concept.
+
+Every error a user can cause or meet is a ``SysmailError``: the CLI prints its
+message on one line and exits 2, the forms show it in the form. Messages never
+carry a password. Exceptions pickle (they cross process boundaries), so the
+structured ones keep their fields in ``args``.
+"""
+
+from __future__ import annotations
+
+
+class SysmailError(Exception):
+    """Root of every error sysmail-ops raises on purpose."""
+
+
+class WorkspaceError(SysmailError):
+    """The workspace folder is missing, unreadable or not initialised."""
+
+
+class StoreBusyError(SysmailError):
+    """Another process held the workspace database for longer than the lock wait."""
+
+
+class SecretKeyError(SysmailError):
+    """The secret key is missing or does not decrypt the stored passwords."""
+
+
+class ValidationError(SysmailError):
+    """Input was refused; nothing was written."""
+
+
+class NotFoundError(SysmailError):
+    """A named thing (account, template, ...) does not exist."""
+
+
+class LimitError(ValidationError):
+    """A fixed limit, such as the 10 system emails, would be exceeded."""
+
+
+class InUseError(ValidationError):
+    """A thing cannot be removed while something else still uses it."""
+
+
+class InsecureAuthError(SysmailError):
+    """AUTH would travel over an unencrypted connection to a non-local host."""
+
+
+class SMTPError(SysmailError):
+    """An SMTP step failed; carries the step and the server's reply."""
+
+    def __init__(self, message: str, step: str = "", code: int | None = None, reply: str = ""):
+        super().__init__(message, step, code, reply)
+        self.step = step
+        self.code = code
+        self.reply = reply
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -1,0 +1,297 @@
+"""SMTP: TLS/STARTTLS with verified certificates, AUTH, and the connection test.
+
+Nothing else in the toolkit talks SMTP. Certificates are always verified
+(the account's CA bundle is added for private relays); STARTTLS, when
+configured, is required, never silently skipped; AUTH is never sent over an
+unencrypted connection to a non-local host unless the account opts in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import asdict, dataclass
+from functools import cache
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sysmail_ops.errors import InsecureAuthError, SMTPError
+from sysmail_ops.secrets import Secret
+
+if TYPE_CHECKING:
+    from sysmail_ops.accounts import Account
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses: AUTH may travel unencrypted there."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@cache
+def local_hostname() -> str:
+    """The name we EHLO with, computed once: smtplib would call getfqdn() per connection."""
+    return socket.getfqdn()
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System trust store plus the account's CA bundle; hostname checking stays on."""
+    ctx = ssl.create_default_context()
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    msg = exc.smtp_error
+    return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+
+
+def _describe_os_error(exc: OSError, host: str, port: int, timeout: float) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r} ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}:{port} (nothing listens there?)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return f"{host}:{port} closed the connection ({exc})"
+    return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
+def _describe_tls_error(exc: ssl.SSLError, account: Account) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or "certificate not trusted"
+        hint = "" if account.ca_bundle else "; for a private relay set the account's CA bundle"
+        return f"TLS certificate of {account.smtp_host} not accepted: {why}{hint}"
+    return f"TLS handshake with {account.smtp_host} failed: {exc.reason or exc}"
+
+
+class SMTPConnection:
+    """One SMTP session for one account; ``open()`` runs connect, TLS and AUTH.
+
+    Each failure is raised as ``SMTPError`` naming the step (connect, tls,
+    ehlo, auth) and carrying the server's code and reply.
+    """
+
+    def __init__(self, account: Account, password: Secret, timeout: float = DEFAULT_TIMEOUT):
+        self.account = account
+        self._password = password
+        self.timeout = timeout
+        self.smtp: smtplib.SMTP | None = None
+        self.greeting = ""
+        self.tls_version: str | None = None
+
+    def __repr__(self) -> str:
+        a = self.account
+        return f"SMTPConnection({a.name!r}, {a.smtp_host}:{a.smtp_port}, {a.smtp_security})"
+
+    def __enter__(self) -> SMTPConnection:
+        self.open()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _fail(self, step: str, message: str, code: int | None = None, reply: str = "") -> SMTPError:
+        self.close()
+        return SMTPError(f"{step}: {message}", step=step, code=code, reply=reply)
+
+    def open(self) -> str:
+        """Connect, secure and log in. Returns the server's greeting."""
+        a = self.account
+        if (
+            a.needs_login
+            and a.smtp_security == "none"
+            and not is_loopback(a.smtp_host)
+            and not a.allow_insecure_auth
+        ):
+            raise InsecureAuthError(
+                f"auth: refusing to send the password of {a.name!r} unencrypted to "
+                f"{a.smtp_host}; use starttls/ssl or set allow_insecure_auth"
+            )
+        ctx = tls_context(a.ca_bundle) if a.smtp_security != "none" else None
+        smtp: smtplib.SMTP
+        if a.smtp_security == "ssl":
+            smtp = smtplib.SMTP_SSL(
+                local_hostname=local_hostname(), timeout=self.timeout, context=ctx
+            )
+        else:
+            smtp = smtplib.SMTP(local_hostname=local_hostname(), timeout=self.timeout)
+        # connect() does not record the host that starttls()/SMTP_SSL need for
+        # certificate checks (only the constructor does, and it drops the greeting).
+        smtp._host = a.smtp_host  # type: ignore[attr-defined]
+        self.smtp = smtp
+        step = "tls" if a.smtp_security == "ssl" else "connect"
+        try:
+            code, msg = smtp.connect(a.smtp_host, a.smtp_port)
+        except ssl.SSLError as exc:
+            raise self._fail("tls", _describe_tls_error(exc, a)) from None
+        except OSError as exc:
+            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            raise self._fail(step, why) from None
+        self.greeting = text = msg.decode("utf-8", "replace")
+        if code != 220:
+            raise self._fail("connect", f"server refused: {code} {text}", code, text)
+        try:
+            self._ehlo()
+            if a.smtp_security == "starttls":
+                self._starttls(ctx)
+            if a.needs_login and self._password:
+                self._login()
+        except SMTPError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            text = _reply(exc)
+            raise self._fail("ehlo", f"{exc.smtp_code} {text}", exc.smtp_code, text) from None
+        except OSError as exc:
+            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            raise self._fail("ehlo", why) from None
+        sock = smtp.sock
+        self.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        return self.greeting
+
+    def _ehlo(self) -> None:
+        assert self.smtp is not None
+        code, msg = self.smtp.ehlo()
+        if code != 250:
+            code, msg = self.smtp.helo()
+            if code != 250:
+                text = msg.decode("utf-8", "replace")
+                raise self._fail("ehlo", f"server answered {code} {text}", code, text)
+
+    def _starttls(self, ctx: ssl.SSLContext | None) -> None:
+        assert self.smtp is not None
+        if not self.smtp.has_extn("starttls"):
+            raise self._fail(
+                "tls",
+                f"{self.account.smtp_host} does not offer STARTTLS; refusing to continue "
+                "unencrypted (choose security 'none' only for a trusted local relay)",
+            )
+        try:
+            self.smtp.starttls(context=ctx)
+        except ssl.SSLError as exc:
+            raise self._fail("tls", _describe_tls_error(exc, self.account)) from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._fail(
+                "tls", f"STARTTLS refused: {exc.smtp_code} {_reply(exc)}", exc.smtp_code
+            ) from None
+        self._ehlo()
+
+    def _login(self) -> None:
+        assert self.smtp is not None
+        if not self.smtp.has_extn("auth"):
+            raise self._fail(
+                "auth",
+                f"{self.account.smtp_host} offers no AUTH on this connection; "
+                "clear the password if the relay needs no login",
+            )
+        try:
+            self.smtp.login(self.account.login, self._password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            text = _reply(exc)
+            raise self._fail(
+                "auth",
+                f"login as {self.account.login} rejected: {exc.smtp_code} {text}",
+                exc.smtp_code,
+                text,
+            ) from None
+        except smtplib.SMTPException as exc:
+            raise self._fail("auth", f"login as {self.account.login} failed: {exc}") from None
+
+    def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    @property
+    def supports_smtputf8(self) -> bool:
+        return bool(self.smtp and self.smtp.has_extn("smtputf8"))
+
+    def send_bytes(self, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
+        """Send one serialised message; returns the recipients the server refused."""
+        if self.smtp is None:
+            raise SMTPError("send: connection is not open", step="send")
+        return self.smtp.sendmail(mail_from, rcpts, data)
+
+
+@dataclass(frozen=True)
+class ConnectionTestResult:
+    """What a connection test found: the step reached, the server's words, the time taken."""
+
+    account: str
+    ok: bool
+    step: str
+    message: str
+    code: int | None = None
+    greeting: str = ""
+    sent_to: str | None = None
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def test_connection(
+    account: Account,
+    password: Secret,
+    *,
+    send_to: str | None = None,
+    message: bytes | None = None,
+    timeout: float = 10.0,
+) -> ConnectionTestResult:
+    """Connect, EHLO, TLS, AUTH and optionally send ``message`` to ``send_to``."""
+    started = time.perf_counter()
+
+    def result(ok: bool, step: str, msg: str, code: int | None = None) -> ConnectionTestResult:
+        return ConnectionTestResult(
+            account=account.name,
+            ok=ok,
+            step=step,
+            message=msg,
+            code=code,
+            greeting=conn.greeting,
+            sent_to=send_to if ok else None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    conn = SMTPConnection(account, password, timeout=timeout)
+    try:
+        conn.open()
+        if send_to and message is not None:
+            try:
+                refused = conn.send_bytes(account.from_address, [send_to], message)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                return result(False, "send", f"send: {send_to} refused: {code} {text!r}", code)
+            except smtplib.SMTPResponseException as exc:
+                return result(False, "send", f"send: {exc.smtp_code} {_reply(exc)}", exc.smtp_code)
+            except (smtplib.SMTPException, OSError) as exc:
+                return result(False, "send", f"send: failed: {exc}")
+            if refused:
+                return result(False, "send", f"send: {send_to} refused: {refused}")
+    except (SMTPError, InsecureAuthError) as exc:
+        if isinstance(exc, SMTPError):
+            return result(False, exc.step, str(exc), exc.code)
+        return result(False, "auth", str(exc))
+    finally:
+        conn.close()
+    tls = f", {conn.tls_version}" if conn.tls_version else ", unencrypted"
+    login = f", logged in as {account.login}" if account.needs_login else ", no login"
+    sent = f", test message sent to {send_to}" if send_to else ""
+    return result(True, "done", f"connected{tls}{login}{sent}")
