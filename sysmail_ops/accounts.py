@@ -69,6 +69,9 @@ class Account:
     imap_host: str | None = None
     imap_port: int | None = None
     imap_security: str | None = None
+    rate_limit_per_minute: int | None = None
+    unsubscribe_mailto: str | None = None
+    unsubscribe_url: str | None = None
 
     @property
     def password_display(self) -> str:
@@ -206,6 +209,18 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
         if v.get(flag) is None:
             v[flag] = ARCHIVING_BY_KIND[v["kind"]]
     v["allow_insecure_auth"] = bool(v.get("allow_insecure_auth"))
+    rate = v.get("rate_limit_per_minute")
+    if rate is not None and (not isinstance(rate, int) or rate < 1):
+        raise ValidationError(
+            f"rate limit must be a whole number of messages per minute, got {rate!r}"
+        )
+    v["rate_limit_per_minute"] = rate or None
+    if v.get("unsubscribe_mailto"):
+        v["unsubscribe_mailto"] = check_address(v["unsubscribe_mailto"], "unsubscribe address")
+    url = _check_text(v.get("unsubscribe_url"), "unsubscribe URL", 2000)
+    if url and not url.startswith("https://"):
+        raise ValidationError(f"unsubscribe URL must start with https://, got {url!r}")
+    v["unsubscribe_url"] = url
     return v
 
 

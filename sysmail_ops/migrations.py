@@ -42,4 +42,94 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "templates, send log, deferred queue, archive",
+        """
+        CREATE TABLE templates (
+            name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            object_type VARCHAR NOT NULL,
+            description VARCHAR,
+            subject VARCHAR NOT NULL,
+            html VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            text_derived BOOLEAN NOT NULL,
+            html_inlined VARCHAR,
+            fields VARCHAR[],
+            builtin BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        CREATE SEQUENCE send_log_seq START 1;
+        CREATE TABLE send_log (
+            id BIGINT NOT NULL DEFAULT nextval('send_log_seq'),
+            batch_id VARCHAR NOT NULL,
+            seq INTEGER NOT NULL,
+            delivery_key VARCHAR,
+            message_id VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            template VARCHAR NOT NULL,
+            template_version INTEGER NOT NULL,
+            use_case VARCHAR NOT NULL,
+            related_type VARCHAR,
+            related_id VARCHAR,
+            recipient VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            subject VARCHAR,
+            status VARCHAR NOT NULL,
+            smtp_phase VARCHAR,
+            smtp_code INTEGER,
+            smtp_reply VARCHAR,
+            attempt INTEGER NOT NULL,
+            queued_at TIMESTAMP NOT NULL,
+            sent_at TIMESTAMP,
+            duration_ms DOUBLE,
+            size_bytes INTEGER,
+            next_attempt_at TIMESTAMP
+        );
+        CREATE INDEX send_log_key ON send_log (delivery_key);
+        CREATE TABLE deferred (
+            message_id VARCHAR NOT NULL,
+            recipient VARCHAR NOT NULL,
+            delivery_key VARCHAR,
+            account VARCHAR NOT NULL,
+            eml_path VARCHAR NOT NULL,
+            mail_from VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            first_attempt_at TIMESTAMP NOT NULL,
+            next_attempt_at TIMESTAMP NOT NULL,
+            last_reply VARCHAR,
+            context VARCHAR NOT NULL,
+            PRIMARY KEY (message_id, recipient)
+        );
+        CREATE TABLE archive (
+            id VARCHAR PRIMARY KEY,
+            message_id VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            direction VARCHAR NOT NULL,
+            from_addr VARCHAR,
+            to_addrs VARCHAR[],
+            cc_addrs VARCHAR[],
+            subject VARCHAR,
+            date TIMESTAMP NOT NULL,
+            related_type VARCHAR,
+            related_id VARCHAR,
+            size_bytes INTEGER,
+            attachments VARCHAR[],
+            eml_path VARCHAR NOT NULL,
+            delivery_key VARCHAR,
+            batch_id VARCHAR
+        );
+        """,
+    ),
+    (
+        3,
+        "account sending settings: rate limit, List-Unsubscribe",
+        """
+        ALTER TABLE accounts ADD COLUMN rate_limit_per_minute INTEGER;
+        ALTER TABLE accounts ADD COLUMN unsubscribe_mailto VARCHAR;
+        ALTER TABLE accounts ADD COLUMN unsubscribe_url VARCHAR;
+        """,
+    ),
 ]

@@ -76,6 +76,26 @@ def _describe_tls_error(exc: ssl.SSLError, account: Account) -> str:
     return f"TLS handshake with {account.smtp_host} failed: {exc.reason or exc}"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one recipient of one attempt: sent, deferred (4xx, dropped) or failed."""
+
+    status: str
+    phase: str | None = None
+    code: int | None = None
+    reply: str = ""
+
+    @classmethod
+    def from_reply(cls, phase: str, code: int, reply: bytes | str) -> Outcome:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        if 200 <= code < 300:
+            return cls("sent", phase, code, text)
+        return cls("deferred" if 400 <= code < 500 else "failed", phase, code, text)
+
+
+ACCEPTED = Outcome("sent", "data", 250, "")
+
+
 class SMTPConnection:
     """One SMTP session for one account; ``open()`` runs connect, TLS and AUTH.
 
@@ -223,11 +243,53 @@ class SMTPConnection:
     def supports_smtputf8(self) -> bool:
         return bool(self.smtp and self.smtp.has_extn("smtputf8"))
 
+    @property
+    def is_open(self) -> bool:
+        return self.smtp is not None and self.smtp.sock is not None
+
     def send_bytes(self, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
         """Send one serialised message; returns the recipients the server refused."""
         if self.smtp is None:
             raise SMTPError("send: connection is not open", step="send")
         return self.smtp.sendmail(mail_from, rcpts, data)
+
+    def deliver(
+        self, mail_from: str, rcpts: list[str], data: bytes, *, smtputf8: bool = False
+    ) -> dict[str, Outcome]:
+        """Send one message and classify the server's answer for each recipient.
+
+        A dropped connection is a temporary outcome for every recipient; the
+        caller reconnects (``is_open`` is then false) and retries.
+        """
+        if not self.is_open:
+            raise SMTPError("send: connection is not open", step="send")
+        assert self.smtp is not None
+        options = ["SMTPUTF8"] if smtputf8 else []
+        try:
+            refused = self.smtp.sendmail(mail_from, rcpts, data, mail_options=options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return {r: Outcome.from_reply("rcpt", c, m) for r, (c, m) in exc.recipients.items()}
+        except smtplib.SMTPSenderRefused as exc:
+            return dict.fromkeys(rcpts, Outcome.from_reply("mail", exc.smtp_code, exc.smtp_error))
+        except smtplib.SMTPDataError as exc:
+            return dict.fromkeys(rcpts, Outcome.from_reply("data", exc.smtp_code, exc.smtp_error))
+        except smtplib.SMTPResponseException as exc:
+            self._drop_if_closing(exc.smtp_code)
+            return dict.fromkeys(rcpts, Outcome.from_reply("data", exc.smtp_code, exc.smtp_error))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            lost = Outcome(
+                "deferred", "data", None, f"connection lost: {exc or type(exc).__name__}"
+            )
+            return dict.fromkeys(rcpts, lost)
+        out = dict.fromkeys(rcpts, ACCEPTED)
+        for r, (c, m) in refused.items():
+            out[r] = Outcome.from_reply("rcpt", c, m)
+        return out
+
+    def _drop_if_closing(self, code: int) -> None:
+        if code == 421:
+            self.close()
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ def _fields(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--imap-host", help="IMAP host for received archiving (default derived)")
     p.add_argument("--imap-port", type=int, help="IMAP port (default 993)")
     p.add_argument("--imap-security", choices=api.SECURITIES, help="IMAP security (default ssl)")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="at most N messages per minute")
+    p.add_argument("--unsubscribe-mailto", metavar="ADDR", help="List-Unsubscribe mailto")
+    p.add_argument("--unsubscribe-url", metavar="URL", help="List-Unsubscribe https URL")
     p.add_argument("--sent-archiving", type=on_off, metavar="on|off", help="default by kind")
     p.add_argument("--received-archiving", type=on_off, metavar="on|off", help="default by kind")
 
@@ -115,6 +118,9 @@ def _field_values(args: argparse.Namespace) -> dict[str, Any]:
         "imap_security": args.imap_security,
         "sent_archiving": args.sent_archiving,
         "received_archiving": args.received_archiving,
+        "rate_limit_per_minute": args.rate_limit,
+        "unsubscribe_mailto": args.unsubscribe_mailto,
+        "unsubscribe_url": args.unsubscribe_url,
     }
 
 
@@ -221,6 +227,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("IMAP server", f"{a.imap_host}:{a.imap_port} ({a.imap_security})"),
             ("Sent Email Archiving", a.sent_archiving),
             ("Received Email Archiving", a.received_archiving),
+            ("rate limit", f"{a.rate_limit_per_minute}/min" if a.rate_limit_per_minute else None),
+            (
+                "List-Unsubscribe",
+                ", ".join(filter(None, [a.unsubscribe_mailto, a.unsubscribe_url])),
+            ),
             ("created", a.created_at.isoformat(timespec="seconds") + "Z"),
             ("updated", a.updated_at.isoformat(timespec="seconds") + "Z"),
         ]

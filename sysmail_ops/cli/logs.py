@@ -1,0 +1,169 @@
+"""`sysmail-ops logs ...`: the sending log, and `sysmail-ops archive ...`: the email object."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+import pandas as pd
+
+from sysmail_ops import archive, sendlog
+from sysmail_ops.cli.common import open_workspace
+from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.errors import ValidationError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("logs", help="the sending log: one row per recipient per attempt")
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = acts.add_parser("list", help="list log rows, newest first")
+    ls.add_argument("--status", choices=sendlog.STATUSES)
+    ls.add_argument("--account")
+    ls.add_argument("--since", help="24h, 7d, 30m or an ISO date")
+    ls.add_argument("--batch", help="one batch id")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=cmd_list)
+    show = acts.add_parser("show", help="one log row in full, with the server's reply")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+    summ = acts.add_parser("summary", help="rows per account and status, last 24 h and 7 d")
+    summ.add_argument("--json", action="store_true", help="print JSON")
+    summ.set_defaults(handler=cmd_summary)
+    pr = acts.add_parser("prune", help="delete log rows older than a date (retention)")
+    pr.add_argument("--before", required=True, help="ISO date")
+    pr.set_defaults(handler=cmd_prune)
+
+    a = sub.add_parser("archive", help="the email object: archived sent (and received) mail")
+    aacts = a.add_subparsers(dest="action", metavar="ACTION", required=True)
+    als = aacts.add_parser("list", help="list archived messages, newest first")
+    als.add_argument("--account")
+    als.add_argument("--object", metavar="TYPE:ID", help="only mail about this object")
+    als.add_argument("--limit", type=int, default=50)
+    als.add_argument("--json", action="store_true", help="print JSON")
+    als.set_defaults(handler=cmd_archive_list)
+    ash = aacts.add_parser("show", help="one archived message (metadata, or --raw .eml)")
+    ash.add_argument("id")
+    ash.add_argument("--raw", action="store_true", help="write the raw .eml to stdout")
+    ash.add_argument("--json", action="store_true", help="print JSON")
+    ash.set_defaults(handler=cmd_archive_show)
+    apr = aacts.add_parser("prune", help="delete archived messages older than a date")
+    apr.add_argument("--before", required=True, help="ISO date")
+    apr.set_defaults(handler=cmd_archive_prune)
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+    return [
+        {str(k): (None if not isinstance(v, list) and pd.isna(v) else v) for k, v in r.items()}
+        for r in df.to_dict("records")
+    ]
+
+
+def _date(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        raise ValidationError(f"--before takes an ISO date, got {value!r}") from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    df = sendlog.list_logs(
+        ws,
+        status=args.status,
+        account=args.account,
+        since=args.since,
+        batch_id=args.batch,
+        limit=args.limit,
+    )
+    if args.json:
+        print_json(_records(df))
+        return 0
+    rows = [
+        [
+            r.id,
+            r.queued_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.account,
+            r.recipient,
+            r.status,
+            "" if pd.isna(r.smtp_code) else int(r.smtp_code),
+            r.attempt,
+            (r.subject or "")[:40],
+        ]
+        for r in df.itertuples()
+    ]
+    print_table(
+        rows, ["ID", "QUEUED (UTC)", "ACCOUNT", "RECIPIENT", "STATUS", "CODE", "TRY", "SUBJECT"]
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    row = sendlog.get_log(ws, args.id)
+    if args.json:
+        print_json(row)
+    else:
+        print_fields(row.items())
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    df = sendlog.summary(ws)
+    if args.json:
+        print_json(_records(df))
+        return 0
+    print_table(df.itertuples(index=False), ["ACCOUNT", "STATUS", "LAST 24H", "LAST 7D"])
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    n = sendlog.prune(ws, _date(args.before))
+    print(f"deleted {n} log row(s) queued before {args.before}")
+    return 0
+
+
+def cmd_archive_list(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    df = archive.list_archive(ws, account=args.account, related=args.object, limit=args.limit)
+    if args.json:
+        print_json(_records(df))
+        return 0
+    rows = [
+        [
+            r.id,
+            r.date.strftime("%Y-%m-%d %H:%M:%S"),
+            r.direction,
+            r.account,
+            ", ".join(r.to_addrs),
+            (r.subject or "")[:40],
+            f"{r.related_type}:{r.related_id}" if r.related_type else "",
+        ]
+        for r in df.itertuples()
+    ]
+    print_table(rows, ["ID", "DATE (UTC)", "DIR", "ACCOUNT", "TO", "SUBJECT", "OBJECT"])
+    return 0
+
+
+def cmd_archive_show(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    if args.raw:
+        sys.stdout.buffer.write(archive.raw_message(ws, args.id))
+        return 0
+    entry = archive.get_entry(ws, args.id)
+    if args.json:
+        print_json(entry)
+    else:
+        print_fields(entry.items())
+    return 0
+
+
+def cmd_archive_prune(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    n = archive.prune(ws, _date(args.before))
+    print(f"deleted {n} archived message(s) dated before {args.before}")
+    return 0

@@ -1,0 +1,603 @@
+"""The sending pipeline: render -> compose -> dedupe -> send -> log -> archive.
+
+Every use case (a manual send, a batch, subscriptions, workflow events,
+campaigns, the toolkit's own notices) delivers through ``send`` or
+``send_batch``. Nothing else talks SMTP; nothing else writes the send log.
+
+Guarantees:
+- a delivery key already sent (or queued for retry) to a recipient is skipped
+  and logged ``skipped_duplicate``; a send without a key is never deduplicated;
+- each reply is journalled the moment it arrives, so a killed process loses
+  at most the one message whose 250 was not yet written, per connection;
+- temporary failures (4xx, dropped connections) are retried with backoff, then
+  queued for ``retry_deferred``; permanent ones (5xx) are recorded, not retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from tqdm import tqdm
+
+from sysmail_ops import accounts as accounts_mod
+from sysmail_ops import archive, queue, sendlog, templates
+from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
+from sysmail_ops.errors import (
+    InsecureAuthError,
+    SMTPError,
+    SysmailError,
+    ValidationError,
+)
+from sysmail_ops.records import read_records
+from sysmail_ops.sendlog import Journal, new_batch_id
+from sysmail_ops.store import utcnow
+from sysmail_ops.transport import Outcome, SMTPConnection
+from sysmail_ops.workspace import Workspace
+
+
+@dataclass
+class Delivery:
+    """One message of a batch: who gets it and the record its template renders."""
+
+    to: Sequence[str]
+    record: Mapping[str, Any]
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    reply_to: str | None = None
+    key: str | None = None
+    related: tuple[str, str] | None = None
+    attachments: Sequence[Attachment] = ()
+    inline_images: Sequence[InlineImage] = ()
+
+
+@dataclass
+class SendOptions:
+    """Knobs of one send; the defaults suit a production relay."""
+
+    max_attempts: int = 3  # tries within this process for temporary failures
+    backoff: float = 2.0  # seconds before the second try; doubles each time
+    per_connection: int = 100  # reconnect after this many messages
+    timeout: float = 30.0
+    chunk: int = 500  # deliveries between journal folds
+    dry_run: bool = False
+    progress: bool = False
+
+
+@dataclass
+class SendResult:
+    """What a send or batch did, counted per status (one count per recipient)."""
+
+    batch_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    errors: list[str] = field(default_factory=list)
+    preview_dir: str | None = None
+
+    def summary(self) -> str:
+        parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
+        return f"batch {self.batch_id}: " + ", ".join(parts)
+
+
+class _ConnectionDown(Exception):
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+
+
+class _Sender:
+    """One batch through one account with one template version."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        account: str,
+        template: str,
+        *,
+        use_case: str,
+        options: SendOptions,
+        template_version: int | None = None,
+    ):
+        if use_case not in sendlog.USE_CASES:
+            raise ValidationError(
+                f"unknown use case {use_case!r}: choose one of {', '.join(sendlog.USE_CASES)}"
+            )
+        self.ws = ws
+        self.account = accounts_mod.get_account(ws, account)
+        self.template = templates.get_template(ws, template, template_version)
+        self.compiled = templates.compile_template(self.template)
+        self.use_case = use_case
+        self.opt = options
+        self.batch_id = new_batch_id()
+        self.result = SendResult(self.batch_id)
+        self.conn: SMTPConnection | None = None
+        self.sent_on_conn = 0
+        self.down: Outcome | None = None
+        self.last_send = 0.0
+        self.min_interval = (
+            60.0 / self.account.rate_limit_per_minute if self.account.rate_limit_per_minute else 0
+        )
+        self.extra_headers = self._list_unsubscribe()
+
+    def _list_unsubscribe(self) -> dict[str, str]:
+        a = self.account
+        if a.kind != "marketing" or not (a.unsubscribe_mailto or a.unsubscribe_url):
+            return {}
+        links = []
+        if a.unsubscribe_mailto:
+            links.append(f"<mailto:{a.unsubscribe_mailto}?subject=unsubscribe>")
+        if a.unsubscribe_url:
+            links.append(f"<{a.unsubscribe_url}>")
+        headers = {"List-Unsubscribe": ", ".join(links)}
+        if a.unsubscribe_url:
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return headers
+
+    # -- building ------------------------------------------------------------------------
+
+    def prepare(self, d: Delivery) -> tuple[Composed, str]:
+        """Render and compose one delivery; raises on bad input, sends nothing."""
+        rendered = self.compiled.render(d.record)
+        composed = compose(
+            from_addr=self.account.from_address,
+            from_name=self.account.display_name,
+            to=d.to,
+            cc=d.cc,
+            bcc=d.bcc,
+            reply_to=d.reply_to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            attachments=d.attachments,
+            inline_images=d.inline_images,
+            extra_headers=self.extra_headers,
+        )
+        return composed, rendered.subject
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, deliveries: Iterable[Delivery], total: int | None = None) -> SendResult:
+        sendlog.fold_orphans(self.ws)
+        journal = Journal(self.ws, self.batch_id)
+        bar = None
+        if self.opt.progress:
+            bar = tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
+        try:
+            it = iter(deliveries)
+            while chunk := list(islice(it, self.opt.chunk)):
+                keys = [d.key for d in chunk if d.key]
+                done = sendlog.delivered(self.ws, keys) if keys else set()
+                for d in chunk:
+                    self._one(journal, d, done)
+                    if bar is not None:
+                        bar.update(1)
+                journal.fold()
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.conn is not None:
+                self.conn.close()
+            journal.close()
+        return self.result
+
+    def _one(self, journal: Journal, d: Delivery, done: set[tuple[str, str]]) -> None:
+        queued = utcnow()
+        try:
+            composed, subject = self.prepare(d)
+        except SysmailError as exc:
+            self.result.errors.append(f"{d.key or ', '.join(d.to)}: {exc}")
+            self.result.counts["failed"] += 1
+            for addr in d.to:
+                journal.write(
+                    "log",
+                    self._row(
+                        journal,
+                        d,
+                        None,
+                        addr,
+                        "to",
+                        queued,
+                        "failed",
+                        Outcome("failed", "render", None, str(exc)),
+                    ),
+                )
+            return
+        self.result.messages += 1
+        pending = []
+        for addr, role in composed.recipients:
+            if d.key and (d.key, addr) in done:
+                self._log(
+                    journal,
+                    d,
+                    composed,
+                    subject,
+                    addr,
+                    role,
+                    queued,
+                    "skipped_duplicate",
+                    Outcome("skipped_duplicate", None, None, "already delivered"),
+                )
+            else:
+                pending.append((addr, role))
+                if d.key:
+                    done.add((d.key, addr))
+        if not pending:
+            return
+        if self.opt.dry_run:
+            path = self.ws.preview_dir / self.batch_id / f"{self.result.messages:06d}.eml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(composed.data)
+            self.result.preview_dir = str(path.parent)
+            for addr, role in pending:
+                self._log(
+                    journal, d, composed, subject, addr, role, queued, "dry_run", Outcome("dry_run")
+                )
+            return
+        if composed.needs_smtputf8 and not self._supports_smtputf8():
+            for addr, role in pending:
+                self._log(
+                    journal,
+                    d,
+                    composed,
+                    subject,
+                    addr,
+                    role,
+                    queued,
+                    "failed",
+                    Outcome(
+                        "failed",
+                        "mail",
+                        None,
+                        "an address needs SMTPUTF8, which the server does not offer",
+                    ),
+                )
+            return
+        self._deliver(journal, d, composed, subject, pending, queued)
+
+    def _supports_smtputf8(self) -> bool:
+        try:
+            return self._connection().supports_smtputf8
+        except _ConnectionDown:
+            return True  # decided when the queue retries; the message is deferred below
+
+    def _connection(self) -> SMTPConnection:
+        if self.down is not None:
+            raise _ConnectionDown(self.down)
+        if self.conn is not None and self.conn.is_open:
+            if self.sent_on_conn < self.opt.per_connection:
+                return self.conn
+            self.conn.close()
+        password = accounts_mod.password_for(self.ws, self.account)
+        delay = self.opt.backoff
+        for attempt in range(1, self.opt.max_attempts + 1):
+            conn = SMTPConnection(self.account, password, timeout=self.opt.timeout)
+            try:
+                conn.open()
+            except InsecureAuthError:
+                raise
+            except SMTPError as exc:
+                permanent = exc.step in ("tls", "auth") or (exc.code or 0) >= 500
+                if permanent:
+                    raise
+                if attempt == self.opt.max_attempts:
+                    self.down = Outcome("deferred", exc.step, exc.code, str(exc))
+                    raise _ConnectionDown(self.down) from None
+                time.sleep(delay)
+                delay *= 2
+                continue
+            self.conn, self.sent_on_conn = conn, 0
+            return conn
+        raise AssertionError("unreachable")
+
+    def _deliver(
+        self,
+        journal: Journal,
+        d: Delivery,
+        c: Composed,
+        subject: str,
+        pending: list[tuple[str, str]],
+        queued: Any,
+    ) -> None:
+        roles = dict(pending)
+        delay = self.opt.backoff
+        archived = False
+        for attempt in range(1, self.opt.max_attempts + 1):
+            self._pace()
+            started = time.perf_counter()
+            try:
+                conn = self._connection()
+                outcomes = conn.deliver(
+                    c.envelope_from, list(roles), c.data, smtputf8=c.needs_smtputf8
+                )
+                self.sent_on_conn += 1
+            except _ConnectionDown as down:
+                outcomes = dict.fromkeys(roles, down.outcome)
+            ms = (time.perf_counter() - started) * 1000
+            retry = {}
+            last = attempt == self.opt.max_attempts or self.down is not None
+            for addr, out in outcomes.items():
+                status = out.status
+                self._log(
+                    journal,
+                    d,
+                    c,
+                    subject,
+                    addr,
+                    roles[addr],
+                    queued,
+                    status,
+                    out,
+                    attempt=attempt,
+                    ms=ms,
+                    final=status != "deferred" or last,
+                )
+                if status == "deferred":
+                    retry[addr] = roles[addr]
+            if any(o.status == "sent" for o in outcomes.values()) and not archived:
+                archived = self._archive(journal, d, c, subject)
+            if not retry:
+                return
+            if last:
+                for addr in retry:
+                    self._queue(journal, d, c, subject, addr, retry[addr], attempt, outcomes[addr])
+                return
+            roles = retry
+            time.sleep(delay)
+            delay *= 2
+
+    def _pace(self) -> None:
+        if self.min_interval:
+            wait = self.last_send + self.min_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.last_send = time.monotonic()
+
+    # -- records -------------------------------------------------------------------------
+
+    def _row(
+        self,
+        journal: Journal,
+        d: Delivery,
+        c: Composed | None,
+        addr: str,
+        role: str,
+        queued: Any,
+        status: str,
+        out: Outcome,
+        *,
+        subject: str | None = None,
+        attempt: int = 1,
+        ms: float | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "seq": journal.next_seq(),
+            "delivery_key": d.key,
+            "message_id": c.message_id if c else "",
+            "account": self.account.name,
+            "template": self.template.name,
+            "template_version": self.template.version,
+            "use_case": self.use_case,
+            "related_type": d.related[0] if d.related else None,
+            "related_id": str(d.related[1]) if d.related else None,
+            "recipient": addr,
+            "role": role,
+            "subject": subject,
+            "status": status,
+            "smtp_phase": out.phase,
+            "smtp_code": out.code,
+            "smtp_reply": out.reply[:1000] if out.reply else None,
+            "attempt": attempt,
+            "queued_at": queued,
+            "sent_at": utcnow() if status == "sent" else None,
+            "duration_ms": round(ms, 2) if ms is not None else None,
+            "size_bytes": c.size if c else None,
+            "next_attempt_at": None,
+        }
+
+    def _log(
+        self,
+        journal: Journal,
+        d: Delivery,
+        c: Composed,
+        subject: str,
+        addr: str,
+        role: str,
+        queued: Any,
+        status: str,
+        out: Outcome,
+        *,
+        attempt: int = 1,
+        ms: float | None = None,
+        final: bool = True,
+    ) -> None:
+        row = self._row(
+            journal, d, c, addr, role, queued, status, out, subject=subject, attempt=attempt, ms=ms
+        )
+        journal.write("log", row)
+        if final:
+            self.result.counts[status] += 1
+
+    def _queue(
+        self,
+        journal: Journal,
+        d: Delivery,
+        c: Composed,
+        subject: str,
+        addr: str,
+        role: str,
+        attempts: int,
+        out: Outcome,
+    ) -> None:
+        """Hand a still-deferred recipient to the retry queue (``retry-deferred``)."""
+        context = {
+            "batch_id": self.batch_id,
+            "template": self.template.name,
+            "template_version": self.template.version,
+            "use_case": self.use_case,
+            "related_type": d.related[0] if d.related else None,
+            "related_id": str(d.related[1]) if d.related else None,
+            "role": role,
+            "subject": subject,
+            "to": list(d.to),
+            "cc": list(d.cc),
+            "attachments": list(c.attachment_names),
+            "smtputf8": c.needs_smtputf8,
+        }
+        queue.enqueue(
+            self.ws,
+            journal,
+            c.message_id,
+            c.envelope_from,
+            addr,
+            d.key,
+            self.account.name,
+            c.data,
+            attempts,
+            out,
+            context,
+        )
+
+    def _archive(self, journal: Journal, d: Delivery, c: Composed, subject: str) -> bool:
+        if not self.account.sent_archiving:
+            return False
+        when = utcnow()
+        aid = archive.archive_id(c.message_id, "sent", self.account.name)
+        path = archive.write_eml(self.ws, "sent", when, aid, c.data)
+        journal.write(
+            "archive",
+            {
+                "id": aid,
+                "message_id": c.message_id,
+                "account": self.account.name,
+                "direction": "sent",
+                "from_addr": self.account.from_address,
+                "to_addrs": list(d.to),
+                "cc_addrs": list(d.cc),
+                "subject": subject,
+                "date": when,
+                "related_type": d.related[0] if d.related else None,
+                "related_id": str(d.related[1]) if d.related else None,
+                "size_bytes": c.size,
+                "attachments": list(c.attachment_names),
+                "eml_path": str(path.relative_to(self.ws.home)),
+                "delivery_key": d.key,
+                "batch_id": self.batch_id,
+            },
+        )
+        return True
+
+
+def send(
+    ws: Workspace,
+    account: str,
+    template: str,
+    *,
+    to: str | Sequence[str],
+    record: Mapping[str, Any],
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    attachments: Sequence[Attachment] = (),
+    inline_images: Sequence[InlineImage] = (),
+    use_case: str = "manual",
+    related: tuple[str, str] | None = None,
+    key: str | None = None,
+    options: SendOptions | None = None,
+) -> SendResult:
+    """Send one templated message through one system email.
+
+    Bad input (unknown account or template, a missing field, an invalid
+    address, CR/LF in a header) raises before anything is sent or written.
+    """
+    recipients = [to] if isinstance(to, str) else list(to)
+    delivery = Delivery(
+        recipients, record, cc, bcc, reply_to, key, related, attachments, inline_images
+    )
+    sender = _Sender(ws, account, template, use_case=use_case, options=options or SendOptions())
+    sender.prepare(delivery)  # raise on bad input before a journal exists
+    result = sender.run([delivery], total=1)
+    return result
+
+
+def records_to_deliveries(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    to_column: str = "email",
+    key_column: str | None = None,
+    key_prefix: str = "",
+    related_type: str | None = None,
+    related_column: str | None = None,
+) -> Iterator[Delivery]:
+    """One delivery per record: the address from ``to_column``, the key from ``key_column``."""
+    for n, rec in enumerate(records, 1):
+        addr = rec.get(to_column)
+        if not isinstance(addr, str) or not addr.strip():
+            raise ValidationError(f"record {n} has no address in column {to_column!r}")
+        key = None
+        if key_column:
+            raw = rec.get(key_column)
+            if raw is None or str(raw) == "":
+                raise ValidationError(f"record {n} has no key in column {key_column!r}")
+            key = f"{key_prefix}{raw}"
+        related = None
+        if related_type and related_column and rec.get(related_column) is not None:
+            related = (related_type, str(rec[related_column]))
+        yield Delivery([addr.strip()], rec, key=key, related=related)
+
+
+def send_batch(
+    ws: Workspace,
+    account: str,
+    template: str,
+    records: Any,
+    *,
+    to_column: str = "email",
+    key_column: str | None = None,
+    key_prefix: str = "",
+    use_case: str = "manual",
+    related_type: str | None = None,
+    related_column: str | None = None,
+    options: SendOptions | None = None,
+) -> SendResult:
+    """Send ``template`` to every record (one message each) through ``account``.
+
+    Every record is checked first (address, key, the fields the template uses);
+    any bad record stops the batch before anything is sent or written. A file
+    is read twice, so memory does not grow with its length.
+    """
+    opts = options or SendOptions()
+    sender = _Sender(ws, account, template, use_case=use_case, options=opts)
+    needed = sender.compiled.fields_used
+    problems: list[str] = []
+    total = 0
+
+    def deliveries() -> Iterator[Delivery]:
+        return records_to_deliveries(
+            read_records(records),
+            to_column=to_column,
+            key_column=key_column,
+            key_prefix=key_prefix,
+            related_type=related_type,
+            related_column=related_column,
+        )
+
+    if isinstance(records, Iterator):
+        raise ValidationError("send_batch needs records it can read twice (a list, a file)")
+    for total, d in enumerate(deliveries(), 1):
+        try:
+            accounts_mod.check_address(d.to[0], f"record {total}: address")
+        except ValidationError as exc:
+            problems.append(str(exc))
+        missing = [f for f in needed if f not in d.record]
+        if missing:
+            problems.append(f"record {total}: missing field(s) {', '.join(sorted(missing))}")
+        if len(problems) >= 5:
+            break
+    if problems:
+        more = " (and maybe more)" if len(problems) >= 5 else ""
+        raise ValidationError("; ".join(problems) + more + "; nothing was sent")
+    return sender.run(deliveries(), total=total)

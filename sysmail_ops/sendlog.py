@@ -1,0 +1,328 @@
+"""The send log: one row per recipient per delivery attempt.
+
+The send loop never opens the store per message. Each batch appends its rows
+to a journal (an append-only JSON-lines file, one ``write`` per row, flushed to
+the kernel at once so a killed process loses nothing it recorded) and folds the
+journal into DuckDB in chunks. A journal left by a dead process is folded by
+the next one that looks; folding is idempotent (rows carry batch id and
+sequence number).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store import utcnow
+from sysmail_ops.workspace import Workspace
+
+STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run")
+USE_CASES = (
+    "manual",
+    "system",
+    "workflow",
+    "approval_flow",
+    "business_flow",
+    "report_subscription",
+    "follow_up",
+    "survey",
+    "marketing",
+)
+LOG_COLUMNS = [
+    "batch_id",
+    "seq",
+    "delivery_key",
+    "message_id",
+    "account",
+    "template",
+    "template_version",
+    "use_case",
+    "related_type",
+    "related_id",
+    "recipient",
+    "role",
+    "subject",
+    "status",
+    "smtp_phase",
+    "smtp_code",
+    "smtp_reply",
+    "attempt",
+    "queued_at",
+    "sent_at",
+    "duration_ms",
+    "size_bytes",
+    "next_attempt_at",
+]
+ARCHIVE_COLUMNS = [
+    "id",
+    "message_id",
+    "account",
+    "direction",
+    "from_addr",
+    "to_addrs",
+    "cc_addrs",
+    "subject",
+    "date",
+    "related_type",
+    "related_id",
+    "size_bytes",
+    "attachments",
+    "eml_path",
+    "delivery_key",
+    "batch_id",
+]
+DEFERRED_COLUMNS = [
+    "message_id",
+    "recipient",
+    "delivery_key",
+    "account",
+    "eml_path",
+    "mail_from",
+    "attempts",
+    "first_attempt_at",
+    "next_attempt_at",
+    "last_reply",
+    "context",
+]
+TIME_COLUMNS = {"queued_at", "sent_at", "next_attempt_at", "date", "first_attempt_at"}
+
+
+def journal_dir(ws: Workspace) -> Path:
+    return ws.home / "journal"
+
+
+def new_batch_id() -> str:
+    return utcnow().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def _encode(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@dataclass
+class Journal:
+    """The append-only journal of one batch, locked while its process lives."""
+
+    ws: Workspace
+    batch_id: str
+    path: Path = field(init=False)
+    _fd: int = field(init=False, default=-1)
+    _seq: int = field(init=False, default=0)
+    _pending: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        journal_dir(self.ws).mkdir(exist_ok=True)
+        self.path = journal_dir(self.ws) / f"{self.batch_id}.jsonl"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def write(self, kind: str, row: dict[str, Any]) -> None:
+        """Record one row; it is in the kernel's hands when this returns."""
+        line = json.dumps({"k": kind, **{k: _encode(v) for k, v in row.items()}}, default=str)
+        os.write(self._fd, line.encode() + b"\n")
+        self._pending += 1
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def fold(self) -> int:
+        """Move what the journal holds into the store, then empty it."""
+        n = _fold_file(self.ws, self.path)
+        os.ftruncate(self._fd, 0)
+        self._pending = 0
+        return n
+
+    def close(self, *, fold: bool = True) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if fold:
+                self.fold()
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {"log": [], "archive": [], "deferred": [], "done": []}
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break  # torn last line of a killed writer: it never counted
+            rec = json.loads(raw)
+            rows[rec.pop("k")].append(rec)
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    for col in TIME_COLUMNS & set(columns):
+        df[col] = pd.to_datetime(df[col], format="ISO8601")
+    return df
+
+
+def _fold_file(ws: Workspace, path: Path) -> int:
+    rows = _read_rows(path)
+    if not any(rows.values()):
+        return 0
+    log = _frame(rows["log"], LOG_COLUMNS)
+    arch = _frame(rows["archive"], ARCHIVE_COLUMNS)
+    dfr = _frame(rows["deferred"], DEFERRED_COLUMNS)
+    done = pd.DataFrame.from_records(rows["done"], columns=["message_id", "recipient"])
+    cols = ", ".join(LOG_COLUMNS)
+    with ws.store.transaction() as con:
+        if len(log):
+            con.register("j_log", log)
+            con.execute(
+                f"INSERT INTO send_log ({cols}) SELECT {cols} FROM j_log "  # noqa: S608
+                "WHERE NOT EXISTS (SELECT 1 FROM send_log l "
+                "WHERE l.batch_id = j_log.batch_id AND l.seq = j_log.seq)"
+            )
+        if len(arch):
+            con.register("j_arch", arch)
+            con.execute(
+                f"INSERT INTO archive SELECT {', '.join(ARCHIVE_COLUMNS)} FROM j_arch "  # noqa: S608
+                "ON CONFLICT DO NOTHING"
+            )
+        if len(dfr):
+            con.register("j_dfr", dfr)
+            con.execute(
+                f"INSERT OR REPLACE INTO deferred SELECT {', '.join(DEFERRED_COLUMNS)} "  # noqa: S608
+                "FROM j_dfr"
+            )
+        if len(done):
+            con.register("j_done", done)
+            con.execute(
+                "DELETE FROM deferred WHERE (message_id, recipient) IN "
+                "(SELECT (message_id, recipient) FROM j_done)"
+            )
+    return len(log)
+
+
+def fold_orphans(ws: Workspace) -> int:
+    """Fold the journals of batches whose process is gone (killed, crashed)."""
+    folded = 0
+    folder = journal_dir(ws)
+    if not folder.exists():
+        return 0
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its batch is still running
+            folded += _fold_file(ws, path)
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return folded
+
+
+def delivered(ws: Workspace, keys: Iterable[str]) -> set[tuple[str, str]]:
+    """(key, recipient) pairs already sent, or waiting in the deferred queue."""
+    wanted = pd.DataFrame({"k": sorted(set(keys))})
+    if wanted.empty:
+        return set()
+    with ws.store.connect() as con:
+        con.register("wanted", wanted)
+        rows = con.execute(
+            "SELECT delivery_key, recipient FROM send_log JOIN wanted ON delivery_key = k "
+            "WHERE status = 'sent' "
+            "UNION SELECT delivery_key, recipient FROM deferred JOIN wanted ON delivery_key = k"
+        ).fetchall()
+    return {(k, r) for k, r in rows}
+
+
+# -- reading the log -----------------------------------------------------------------------
+
+
+def _since(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1:] in units and value[:-1].isdigit():
+        return utcnow() - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        raise ValidationError(f"--since takes 24h, 7d, 30m or an ISO date, got {value!r}") from None
+
+
+def list_logs(
+    ws: Workspace,
+    *,
+    status: str | None = None,
+    account: str | None = None,
+    since: str | datetime | None = None,
+    batch_id: str | None = None,
+    limit: int | None = 100,
+) -> pd.DataFrame:
+    """Log rows, newest first, as a DataFrame."""
+    fold_orphans(ws)
+    if status and status not in STATUSES:
+        raise ValidationError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
+    where: list[str] = ["true"]
+    params: list[Any] = []
+    for col, val in (("status", status), ("account", account), ("batch_id", batch_id)):
+        if val:
+            where.append(f"{col} = ?")
+            params.append(val)
+    start = _since(since)
+    if start:
+        where.append("queued_at >= ?")
+        params.append(start)
+    sql = f"SELECT * FROM send_log WHERE {' AND '.join(where)} ORDER BY id DESC"  # noqa: S608
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    with ws.store.connect() as con:
+        return con.execute(sql, params).df()
+
+
+def get_log(ws: Workspace, log_id: int) -> dict[str, Any]:
+    with ws.store.connect() as con:
+        df = con.execute("SELECT * FROM send_log WHERE id = ?", [log_id]).df()
+    if df.empty:
+        raise NotFoundError(f"no send log row {log_id}")
+    return {str(k): (None if pd.isna(v) else v) for k, v in df.iloc[0].to_dict().items()}
+
+
+def summary(ws: Workspace) -> pd.DataFrame:
+    """Rows per account and status over the last 24 hours and 7 days."""
+    fold_orphans(ws)
+    now = utcnow()
+    with ws.store.connect() as con:
+        return con.execute(
+            "SELECT account, status,"
+            " count(*) FILTER (queued_at >= ?) AS last_24h,"
+            " count(*) FILTER (queued_at >= ?) AS last_7d"
+            " FROM send_log GROUP BY ALL HAVING last_7d > 0 ORDER BY account, status",
+            [now - timedelta(days=1), now - timedelta(days=7)],
+        ).df()
+
+
+def prune(ws: Workspace, before: datetime) -> int:
+    """Delete log rows queued before ``before`` (retention). Returns how many."""
+    with ws.store.transaction() as con:
+        row = con.execute("SELECT count(*) FROM send_log WHERE queued_at < ?", [before]).fetchone()
+        con.execute("DELETE FROM send_log WHERE queued_at < ?", [before])
+    return int(row[0]) if row else 0

@@ -1,0 +1,364 @@
+"""The pipeline against a real SMTP server: what it received, what the log and archive say."""
+
+from __future__ import annotations
+
+import json
+from email import message_from_bytes, policy
+from pathlib import Path
+from smtpd import SMTPTestServer
+
+import pandas as pd
+import pytest
+from conftest import bind
+
+from sysmail_ops import accounts, archive, queue, sendlog, templates
+from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
+from sysmail_ops.sending import SendOptions, send, send_batch
+from sysmail_ops.store import utcnow
+from sysmail_ops.workspace import Workspace
+
+FAST = SendOptions(backoff=0.01)
+RECORD = {"name": "Eve", "case_id": "C-1"}
+
+
+@pytest.fixture
+def case_template(ws: Workspace) -> templates.Template:
+    return templates.add_template(
+        ws,
+        "case-update",
+        object_type="case",
+        subject="Case {{ case_id }} for {{ name }}",
+        html="<p>Hello {{ name }}, case <b>{{ case_id }}</b> was updated.</p>",
+        fields=["name", "case_id"],
+    )
+
+
+def log_rows(ws: Workspace) -> pd.DataFrame:
+    return sendlog.list_logs(ws, limit=None).sort_values("id").reset_index(drop=True)
+
+
+def test_send_delivers_logs_and_archives(
+    ws: Workspace, smtp_server: SMTPTestServer, service: accounts.Account, case_template: object
+) -> None:
+    result = send(
+        ws,
+        "service",
+        "case-update",
+        to="eve@example.com",
+        record=RECORD,
+        related=("case", "C-1"),
+        options=FAST,
+    )
+    assert result.counts == {"sent": 1}
+    (got,) = smtp_server.messages
+    assert got.rcpt_tos == ("eve@example.com",)
+    assert str(got.message["Subject"]) == "Case C-1 for Eve"
+    log = log_rows(ws)
+    assert len(log) == 1
+    row = log.iloc[0]
+    assert (row.status, row.recipient, row.role, row.attempt) == (
+        "sent",
+        "eve@example.com",
+        "to",
+        1,
+    )
+    assert (row.template, row.template_version, row.use_case) == ("case-update", 1, "manual")
+    assert (row.related_type, row.related_id) == ("case", "C-1")
+    assert row.message_id == got.message["Message-ID"]
+    arch = archive.list_archive(ws)
+    assert len(arch) == 1 and arch.iloc[0].message_id == row.message_id
+    raw = archive.raw_message(ws, arch.iloc[0].id)
+    assert raw.replace(b"\r\n", b"\n").strip() == got.raw.replace(b"\r\n", b"\n").strip()
+    assert list(archive.list_archive(ws, related="case:C-1").id) == [arch.iloc[0].id]
+
+
+def test_archiving_off_logs_but_does_not_archive(
+    ws: Workspace, smtp_server: SMTPTestServer, case_template: object
+) -> None:
+    bind(ws, smtp_server, "workflow", kind="workflow_notification")
+    send(ws, "workflow", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert len(smtp_server.messages) == 1
+    assert list(log_rows(ws).status) == ["sent"]
+    assert archive.list_archive(ws).empty
+
+
+def test_a_delivered_key_is_skipped_and_a_keyless_send_is_not(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    for _ in range(2):
+        send(
+            ws,
+            "service",
+            "case-update",
+            to="eve@example.com",
+            record=RECORD,
+            key="evt-1",
+            options=FAST,
+        )
+    assert len(smtp_server.messages) == 1
+    assert list(log_rows(ws).status) == ["sent", "skipped_duplicate"]
+    for _ in range(2):
+        send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert len(smtp_server.messages) == 3
+
+
+def test_one_refused_recipient_of_three(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.reject_rcpt = {"gone@example.com": "550 5.1.1 no such user"}
+    result = send(
+        ws,
+        "service",
+        "case-update",
+        to=["eve@example.com"],
+        cc=["gone@example.com"],
+        bcc=["boss@example.com"],
+        record=RECORD,
+        options=FAST,
+    )
+    assert result.counts == {"sent": 2, "failed": 1}
+    (got,) = smtp_server.messages
+    assert set(got.rcpt_tos) == {"eve@example.com", "boss@example.com"}
+    assert got.message["Bcc"] is None and "boss@example.com" not in got.raw.decode()
+    log = log_rows(ws).set_index("recipient")
+    assert log.loc["gone@example.com"].status == "failed"
+    assert log.loc["gone@example.com"].smtp_code == 550
+    assert log.loc["gone@example.com"].smtp_phase == "rcpt"
+    assert log.loc["boss@example.com"].role == "bcc"
+    assert log["message_id"].nunique() == 1
+
+
+def test_temporary_data_failures_are_retried_with_the_same_message_id(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.fail_data_times = 2
+    result = send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert result.counts == {"sent": 1}
+    assert len(smtp_server.messages) == 1
+    log = log_rows(ws)
+    assert list(log.status) == ["deferred", "deferred", "sent"]
+    assert list(log.attempt) == [1, 2, 3]
+    assert list(log.smtp_code) == [451, 451, 250]
+    assert log.message_id.nunique() == 1
+    assert log.message_id[0] == smtp_server.messages[0].message["Message-ID"]
+
+
+def test_persistent_4xx_goes_to_the_queue_and_retry_deferred_delivers_once(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.fail_data_times = 100
+    result = send(
+        ws, "service", "case-update", to="eve@example.com", record=RECORD, key="k1", options=FAST
+    )
+    assert result.counts == {"deferred": 1}
+    assert smtp_server.messages == []
+    (queued,) = queue.list_deferred(ws)
+    assert queued["recipient"] == "eve@example.com" and queued["attempts"] == 3
+    # a rerun of the same delivery does not send it while it waits in the queue
+    send(ws, "service", "case-update", to="eve@example.com", record=RECORD, key="k1", options=FAST)
+    assert smtp_server.messages == []
+    # not due yet: nothing happens
+    assert queue.retry_deferred(ws).counts == {}
+    smtp_server.fail_data_times = 0
+    later = utcnow() + queue.FIRST_RETRY * 2
+    assert queue.retry_deferred(ws, now=later).counts == {"sent": 1}
+    assert queue.retry_deferred(ws, now=later).counts == {}
+    (got,) = smtp_server.messages
+    assert got.message["Message-ID"] == queued["message_id"]
+    assert queue.list_deferred(ws) == []
+    statuses = list(log_rows(ws).status)
+    assert statuses == ["deferred"] * 3 + ["skipped_duplicate", "sent"]
+    assert len(archive.list_archive(ws)) == 1
+
+
+def test_queue_gives_up_after_its_lifetime(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.fail_data_times = 100
+    send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    much_later = utcnow() + queue.LIFETIME * 2
+    result = queue.retry_deferred(ws, now=much_later)
+    assert result.counts == {"failed": 1}
+    assert queue.list_deferred(ws) == []
+    last = log_rows(ws).iloc[-1]
+    assert last.status == "failed" and "gave up after" in last.smtp_reply
+
+
+def test_dropped_connection_mid_data_reconnects(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.drop_on_data = 1
+    result = send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert result.counts == {"sent": 1}
+    assert smtp_server.connections == 2
+    assert list(log_rows(ws).status) == ["deferred", "sent"]
+
+
+def test_421_on_connect_is_retried(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    smtp_server.reject_connect_with = "421 4.3.2 try later"
+    smtp_server.reject_connect_times = 1
+    result = send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert result.counts == {"sent": 1}
+
+
+def test_server_down_defers_the_whole_batch_quickly(
+    ws: Workspace, refused_port: int, case_template: object
+) -> None:
+    accounts.add_account(
+        ws,
+        "service",
+        from_address="s@example.com",
+        smtp_host="127.0.0.1",
+        smtp_port=refused_port,
+        smtp_security="none",
+    )
+    records = [{"email": f"u{i}@example.com", "id": i, **RECORD} for i in range(5)]
+    result = send_batch(ws, "service", "case-update", records, key_column="id", options=FAST)
+    assert result.counts == {"deferred": 5}
+    assert len(queue.list_deferred(ws)) == 5
+    assert set(log_rows(ws).smtp_phase) == {"connect"}
+
+
+def test_wrong_password_stops_with_a_clear_error(
+    ws: Workspace, smtp_server: SMTPTestServer, case_template: object
+) -> None:
+    bind(ws, smtp_server, password="wrong")
+    with pytest.raises(SMTPError, match=r"auth: login as .* rejected: 535"):
+        send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    assert smtp_server.messages == []
+    assert log_rows(ws).empty
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"record": {"name": "Eve"}}, "case_id"),
+        ({"to": "not-an-address"}, "not valid"),
+        ({"record": {**RECORD, "case_id": "1\r\nBcc: x@example.com"}}, ""),
+        ({"record": {**RECORD, "name": "=?UTF-8?Q?=0A?=Bcc: x@example.com"}}, ""),
+        ({"reply_to": "a@example.com\nBcc: x@example.com"}, ""),
+        ({"cc": ["bad@"]}, "not valid"),
+        ({"use_case": "spam"}, "unknown use case"),
+    ],
+)
+def test_bad_input_sends_nothing_and_writes_nothing(
+    ws: Workspace,
+    smtp_server: SMTPTestServer,
+    service: object,
+    case_template: object,
+    kwargs: dict[str, object],
+    message: str,
+) -> None:
+    args: dict[str, object] = {"to": "eve@example.com", "record": RECORD, "options": FAST, **kwargs}
+    with pytest.raises(SysmailError, match=message):
+        send(ws, "service", "case-update", **args)  # type: ignore[arg-type]
+    assert smtp_server.messages == []
+    assert log_rows(ws).empty
+    assert not list((ws.home / "journal").glob("*.jsonl"))
+
+
+def test_unknown_account_or_template(ws: Workspace, service: object, case_template: object) -> None:
+    with pytest.raises(SysmailError, match="no system email named 'nope'"):
+        send(ws, "nope", "case-update", to="eve@example.com", record=RECORD)
+    with pytest.raises(SysmailError, match="nope"):
+        send(ws, "service", "nope", to="eve@example.com", record=RECORD)
+
+
+def test_dry_run_writes_previews_and_sends_nothing(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    result = send(
+        ws,
+        "service",
+        "case-update",
+        to="eve@example.com",
+        record=RECORD,
+        options=SendOptions(dry_run=True),
+    )
+    assert result.counts == {"dry_run": 1}
+    assert smtp_server.messages == []
+    assert result.preview_dir
+    (eml,) = Path(result.preview_dir).glob("*.eml")
+    parsed = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert str(parsed["Subject"]) == "Case C-1 for Eve"
+    assert archive.list_archive(ws).empty
+
+
+def test_batch_from_csv_and_rerun_delivers_nothing_twice(
+    ws: Workspace,
+    smtp_server: SMTPTestServer,
+    service: object,
+    case_template: object,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "contacts.csv"
+    pd.DataFrame(
+        {
+            "email": [f"u{i}@example.com" for i in range(12)],
+            "id": range(12),
+            "name": [f"User {i}" for i in range(12)],
+            "case_id": [f"C-{i}" for i in range(12)],
+        }
+    ).to_csv(path, index=False)
+    opts = SendOptions(backoff=0.01, chunk=5, per_connection=4)
+    first = send_batch(ws, "service", "case-update", path, key_column="id", options=opts)
+    assert first.counts == {"sent": 12}
+    assert smtp_server.connections == 3
+    again = send_batch(ws, "service", "case-update", path, key_column="id", options=opts)
+    assert again.counts == {"skipped_duplicate": 12}
+    assert len(smtp_server.messages) == 12
+    subjects = sorted(str(m.message["Subject"]) for m in smtp_server.messages)
+    assert subjects[0] == "Case C-0 for User 0"
+
+
+def test_batch_with_a_bad_record_sends_nothing(
+    ws: Workspace,
+    smtp_server: SMTPTestServer,
+    service: object,
+    case_template: object,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "contacts.jsonl"
+    rows = [
+        {"email": "a@example.com", "id": 1, **RECORD},
+        {"email": "oops", "id": 2, **RECORD},
+        {"email": "c@example.com", "id": 3, "name": "no case"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(ValidationError) as info:
+        send_batch(ws, "service", "case-update", path, key_column="id", options=FAST)
+    assert "record 2" in str(info.value) and "record 3: missing field(s) case_id" in str(info.value)
+    assert smtp_server.messages == [] and log_rows(ws).empty
+
+
+def test_marketing_mail_carries_list_unsubscribe(
+    ws: Workspace, smtp_server: SMTPTestServer, case_template: object
+) -> None:
+    bind(
+        ws,
+        smtp_server,
+        "news",
+        kind="marketing",
+        unsubscribe_mailto="unsub@example.com",
+        unsubscribe_url="https://example.com/u",
+    )
+    send(ws, "news", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    (got,) = smtp_server.messages
+    assert "mailto:unsub@example.com" in got.message["List-Unsubscribe"]
+    assert got.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_log_summary_and_prune(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
+    summary = sendlog.summary(ws)
+    assert summary.to_dict("records") == [
+        {"account": "service", "status": "sent", "last_24h": 1, "last_7d": 1}
+    ]
+    assert sendlog.prune(ws, utcnow() + queue.LIFETIME) == 1
+    assert log_rows(ws).empty
+    assert archive.prune(ws, utcnow() + queue.LIFETIME) == 1
+    assert archive.list_archive(ws).empty
