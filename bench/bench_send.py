@@ -1,0 +1,227 @@
+"""Sending benchmark: this pipeline vs Red Mail vs a naive loop vs the server's ceiling.
+
+All four send the same 5,000 distinct templated messages (HTML + text, ~4 KB)
+to Postfix's ``smtp-sink`` (Debian package ``postfix``) in a separate process,
+which is much faster than aiosmtpd, so that the server is not what gets
+measured. Each variant runs in its own subprocess so that its peak memory
+(ru_maxrss) is its own. Run: ``make bench`` or ``python bench/bench_send.py``.
+
+  (a) pipeline  send_batch: sandboxed Jinja2, composed MIME, journal + DuckDB
+                log, sent archiving (.eml + archive row) on, delivery keys
+  (b) redmail   Red Mail over one kept-open connection (its own Jinja rendering)
+  (c) naive     EmailMessage + a new smtplib connection + one DuckDB insert per message
+  (d) ceiling   pre-serialised bytes over one smtplib connection
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SUBJECT = "Your order {{ order_id }} has shipped, {{ name }}"
+HTML = (HERE / "template.html").read_text()
+TEXT = (HERE / "template.txt").read_text()
+
+
+class Records:
+    """N distinct records, generated on each pass (re-iterable, constant memory)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.n):
+            yield {
+                "email": f"customer{i}@example.com",
+                "id": i,
+                "name": f"Customer Nummer {i} Müller",
+                "order_id": f"SO-{100000 + i}",
+                "amount": f"{(i * 37) % 1000}.{i % 100:02d}",
+                "items": [f"Item {j} for order {i}" for j in range(3)],
+                "city": ["Berlin", "Zürich", "Lyon", "Porto"][i % 4],
+            }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], int]:
+    exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(exe).exists():
+        sys.exit("smtp-sink not found: install Debian's postfix (make system-deps)")
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([exe, *user, "-a", f"127.0.0.1:{port}", "200"])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("smtp-sink did not start")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- the variants (each runs in its own process) -------------------------------------------
+
+
+def run_pipeline(port: int, n: int) -> dict[str, Any]:
+    from sysmail_ops import accounts, templates
+    from sysmail_ops.sending import SendOptions, send_batch
+    from sysmail_ops.workspace import Workspace
+
+    home = tempfile.mkdtemp(prefix="bench-ws-")
+    ws, _ = Workspace.init(home)
+    accounts.add_account(ws, "bench", kind="customer_service", from_address="shop@example.com",
+                         display_name="Example Shop", smtp_host="127.0.0.1", smtp_port=port,
+                         smtp_security="none")
+    templates.add_template(ws, "shipped", object_type="order", subject=SUBJECT, html=HTML,
+                           text=TEXT)
+    started = time.perf_counter()
+    result = send_batch(ws, "bench", "shipped", Records(n), key_column="id",
+                        options=SendOptions(per_connection=10_000, chunk=1000))
+    elapsed = time.perf_counter() - started
+    assert result.counts == {"sent": n}, result.counts
+    archived = sum(1 for _ in (ws.archive_dir / "sent").rglob("*.eml"))
+    assert archived == n, archived
+    shutil.rmtree(home)
+    return {"seconds": elapsed, "messages": n}
+
+
+def run_redmail(port: int, n: int) -> dict[str, Any]:
+    from redmail import EmailSender
+
+    sender = EmailSender(host="127.0.0.1", port=port, use_starttls=False)
+    sender.connect()
+    started = time.perf_counter()
+    for rec in Records(n):
+        sender.send(subject=f"Your order {rec['order_id']} has shipped, {rec['name']}",
+                    sender="Example Shop <shop@example.com>", receivers=[rec["email"]],
+                    html=HTML, text=TEXT, body_params=rec)
+    elapsed = time.perf_counter() - started
+    sender.close()
+    return {"seconds": elapsed, "messages": n}
+
+
+def run_naive(port: int, n: int) -> dict[str, Any]:
+    import duckdb
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True)  # noqa: S701 - autoescape is on
+    subject_t, html_t = env.from_string(SUBJECT), env.from_string(HTML)
+    text_t = jinja2.Environment(autoescape=False).from_string(TEXT)  # noqa: S701 - plain text
+    db = Path(tempfile.mkdtemp(prefix="bench-naive-")) / "log.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE log (recipient VARCHAR, message_id VARCHAR, at TIMESTAMP)")
+    started = time.perf_counter()
+    for rec in Records(n):
+        msg = EmailMessage()
+        msg["From"] = "Example Shop <shop@example.com>"
+        msg["To"] = rec["email"]
+        msg["Subject"] = subject_t.render(rec)
+        msg.set_content(text_t.render(rec))
+        msg.add_alternative(html_t.render(rec), subtype="html")
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="bench") as smtp:
+            smtp.send_message(msg)
+        con.execute("INSERT INTO log VALUES (?, ?, now())", [rec["email"], msg["Message-ID"]])
+    elapsed = time.perf_counter() - started
+    con.close()
+    shutil.rmtree(db.parent)
+    return {"seconds": elapsed, "messages": n}
+
+
+def run_ceiling(port: int, n: int) -> dict[str, Any]:
+    from sysmail_ops import templates
+    from sysmail_ops.compose import compose
+
+    # Serialise the same messages beforehand; only sending is timed.
+    tpl = templates.CompiledTemplate.from_sources(SUBJECT, HTML, TEXT)
+    data = []
+    for rec in Records(n):
+        r = tpl.render(rec)
+        c = compose(from_addr="shop@example.com", from_name="Example Shop", to=[rec["email"]],
+                    subject=r.subject, text=r.text, html=r.html)
+        data.append((rec["email"], c.data))
+    smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="bench")
+    started = time.perf_counter()
+    for rcpt, raw in data:
+        smtp.sendmail("shop@example.com", [rcpt], raw)
+    elapsed = time.perf_counter() - started
+    smtp.quit()
+    return {"seconds": elapsed, "messages": n, "bytes": sum(len(d) for _, d in data) / n}
+
+
+VARIANTS = {"pipeline": run_pipeline, "redmail": run_redmail, "naive": run_naive,
+            "ceiling": run_ceiling}
+
+
+def child(variant: str, port: int, n: int) -> None:
+    out = VARIANTS[variant](port, n)
+    out["peak_mb"] = peak_mb()
+    print(json.dumps(out))
+
+
+def measure(variant: str, port: int, n: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--port", str(port),
+                           "-n", str(n)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{variant} failed:\n{proc.stderr}")
+    res: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["rate"] = res["messages"] / res["seconds"]
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=5000, help="messages per variant (5000)")
+    ap.add_argument("--big", type=int, default=50_000, help="second pipeline run for memory")
+    ap.add_argument("--child")
+    ap.add_argument("--port", type=int)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.port, args.n)
+        return
+    sink, port = start_sink()
+    try:
+        res = {v: measure(v, port, args.n) for v in VARIANTS}
+        big = measure("pipeline", port, args.big) if args.big else None
+    finally:
+        sink.terminate()
+        sink.wait()
+    a = res["pipeline"]["rate"]
+    print(f"\n{args.n} messages, ~{res['ceiling']['bytes'] / 1024:.1f} KB each, smtp-sink on "
+          f"loopback, {os.cpu_count()} cores\n")
+    print(f"{'variant':<10} {'msg/s':>8} {'peak MB':>8}")
+    for v, r in res.items():
+        print(f"{v:<10} {r['rate']:>8.0f} {r['peak_mb']:>8.0f}")
+    print(f"\na/b (pipeline / Red Mail)       {a / res['redmail']['rate']:.2f}   (goal >= 3)")
+    print(f"a/c (pipeline / naive loop)     {a / res['naive']['rate']:.2f}")
+    print(f"a/d (pipeline / server ceiling) {a / res['ceiling']['rate']:.2f}   (goal >= 0.7)")
+    if big:
+        print(f"\npipeline peak memory: {res['pipeline']['peak_mb']:.0f} MB at {args.n} messages, "
+              f"{big['peak_mb']:.0f} MB at {args.big} ({big['rate']:.0f} msg/s)")
+
+
+if __name__ == "__main__":
+    main()
