@@ -1,0 +1,47 @@
+"""Every notebook is committed without outputs and runs top to bottom on a real kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+from conftest import bind
+from smtp_testserver import SMTPTestServer
+
+from sysmail_ops import accounts
+from sysmail_ops.workspace import Workspace
+
+ROOT = Path(__file__).parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_runs_top_to_bottom(
+    path: Path, ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
+) -> None:
+    bind(ws, smtp_server)
+    accounts.test_account(ws, "service")
+    params = pm.inspect_notebook(str(path))
+    assert "home" in params, "every notebook takes the workspace as a parameter"
+    out = tmp_path / path.name
+    pm.execute_notebook(
+        str(path),
+        str(out),
+        parameters={"home": str(ws.home)},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    executed = json.loads(out.read_text())
+    text = json.dumps(executed)
+    assert "Traceback" not in text
