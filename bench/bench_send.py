@@ -93,14 +93,28 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
 
     home = tempfile.mkdtemp(prefix="bench-ws-")
     ws, _ = Workspace.init(home)
-    accounts.add_account(ws, "bench", kind="customer_service", from_address="shop@example.com",
-                         display_name="Example Shop", smtp_host="127.0.0.1", smtp_port=port,
-                         smtp_security="none")
-    templates.add_template(ws, "shipped", object_type="order", subject=SUBJECT, html=HTML,
-                           text=TEXT)
+    accounts.add_account(
+        ws,
+        "bench",
+        kind="customer_service",
+        from_address="shop@example.com",
+        display_name="Example Shop",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+    )
+    templates.add_template(
+        ws, "shipped", object_type="order", subject=SUBJECT, html=HTML, text=TEXT
+    )
     started = time.perf_counter()
-    result = send_batch(ws, "bench", "shipped", Records(n), key_column="id",
-                        options=SendOptions(per_connection=10_000, chunk=1000))
+    result = send_batch(
+        ws,
+        "bench",
+        "shipped",
+        Records(n),
+        key_column="id",
+        options=SendOptions(per_connection=10_000, chunk=1000),
+    )
     elapsed = time.perf_counter() - started
     assert result.counts == {"sent": n}, result.counts
     archived = sum(1 for _ in (ws.archive_dir / "sent").rglob("*.eml"))
@@ -116,9 +130,14 @@ def run_redmail(port: int, n: int) -> dict[str, Any]:
     sender.connect()
     started = time.perf_counter()
     for rec in Records(n):
-        sender.send(subject=f"Your order {rec['order_id']} has shipped, {rec['name']}",
-                    sender="Example Shop <shop@example.com>", receivers=[rec["email"]],
-                    html=HTML, text=TEXT, body_params=rec)
+        sender.send(
+            subject=f"Your order {rec['order_id']} has shipped, {rec['name']}",
+            sender="Example Shop <shop@example.com>",
+            receivers=[rec["email"]],
+            html=HTML,
+            text=TEXT,
+            body_params=rec,
+        )
     elapsed = time.perf_counter() - started
     sender.close()
     return {"seconds": elapsed, "messages": n}
@@ -128,7 +147,7 @@ def run_naive(port: int, n: int) -> dict[str, Any]:
     import duckdb
     import jinja2
 
-    env = jinja2.Environment(autoescape=True)  # noqa: S701 - autoescape is on
+    env = jinja2.Environment(autoescape=True)
     subject_t, html_t = env.from_string(SUBJECT), env.from_string(HTML)
     text_t = jinja2.Environment(autoescape=False).from_string(TEXT)  # noqa: S701 - plain text
     db = Path(tempfile.mkdtemp(prefix="bench-naive-")) / "log.duckdb"
@@ -160,8 +179,14 @@ def run_ceiling(port: int, n: int) -> dict[str, Any]:
     data = []
     for rec in Records(n):
         r = tpl.render(rec)
-        c = compose(from_addr="shop@example.com", from_name="Example Shop", to=[rec["email"]],
-                    subject=r.subject, text=r.text, html=r.html)
+        c = compose(
+            from_addr="shop@example.com",
+            from_name="Example Shop",
+            to=[rec["email"]],
+            subject=r.subject,
+            text=r.text,
+            html=r.html,
+        )
         data.append((rec["email"], c.data))
     smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="bench")
     started = time.perf_counter()
@@ -172,8 +197,12 @@ def run_ceiling(port: int, n: int) -> dict[str, Any]:
     return {"seconds": elapsed, "messages": n, "bytes": sum(len(d) for _, d in data) / n}
 
 
-VARIANTS = {"pipeline": run_pipeline, "redmail": run_redmail, "naive": run_naive,
-            "ceiling": run_ceiling}
+VARIANTS = {
+    "pipeline": run_pipeline,
+    "redmail": run_redmail,
+    "naive": run_naive,
+    "ceiling": run_ceiling,
+}
 
 
 def child(variant: str, port: int, n: int) -> None:
@@ -183,8 +212,12 @@ def child(variant: str, port: int, n: int) -> None:
 
 
 def measure(variant: str, port: int, n: int) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--port", str(port),
-                           "-n", str(n)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--port", str(port), "-n", str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         sys.exit(f"{variant} failed:\n{proc.stderr}")
     res: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -210,8 +243,10 @@ def main() -> None:
         sink.terminate()
         sink.wait()
     a = res["pipeline"]["rate"]
-    print(f"\n{args.n} messages, ~{res['ceiling']['bytes'] / 1024:.1f} KB each, smtp-sink on "
-          f"loopback, {os.cpu_count()} cores\n")
+    print(
+        f"\n{args.n} messages, ~{res['ceiling']['bytes'] / 1024:.1f} KB each, smtp-sink on "
+        f"loopback, {os.cpu_count()} cores\n"
+    )
     print(f"{'variant':<10} {'msg/s':>8} {'peak MB':>8}")
     for v, r in res.items():
         print(f"{v:<10} {r['rate']:>8.0f} {r['peak_mb']:>8.0f}")
@@ -219,8 +254,10 @@ def main() -> None:
     print(f"a/c (pipeline / naive loop)     {a / res['naive']['rate']:.2f}")
     print(f"a/d (pipeline / server ceiling) {a / res['ceiling']['rate']:.2f}   (goal >= 0.7)")
     if big:
-        print(f"\npipeline peak memory: {res['pipeline']['peak_mb']:.0f} MB at {args.n} messages, "
-              f"{big['peak_mb']:.0f} MB at {args.big} ({big['rate']:.0f} msg/s)")
+        print(
+            f"\npipeline peak memory: {res['pipeline']['peak_mb']:.0f} MB at {args.n} messages, "
+            f"{big['peak_mb']:.0f} MB at {args.big} ({big['rate']:.0f} msg/s)"
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ class InUseError(ValidationError):
     """A thing cannot be removed while something else still uses it."""
 
 
+class TemplateError(ValidationError):
+    """A template does not parse, uses an undeclared field, or cannot render a record."""
+
+
 class InsecureAuthError(SysmailError):
     """AUTH would travel over an unencrypted connection to a non-local host."""
 
@@ -56,3 +60,7 @@ class SMTPError(SysmailError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class HeaderInjectionError(ValidationError):
+    """A header value from data carried a line break (plain or RFC 2047-encoded)."""

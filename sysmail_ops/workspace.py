@@ -14,6 +14,7 @@ from pathlib import Path
 
 import platformdirs
 
+from sysmail_ops import templates
 from sysmail_ops.errors import WorkspaceError
 from sysmail_ops.secrets import SecretBox
 from sysmail_ops.store import Store
@@ -113,4 +114,5 @@ class Workspace:
         ws = cls(path, lock_wait=lock_wait)
         created_key = SecretBox.ensure_key(ws.key_path)
         ws.store.migrate()
+        templates.ensure_builtin(ws)
         return ws, created_key

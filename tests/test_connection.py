@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from smtpd import GOOD_LOGIN, GOOD_PASSWORD, SMTPTestServer
 
 from conftest import bind
+from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, SMTPTestServer
 
 from sysmail_ops import accounts
 from sysmail_ops.workspace import Workspace

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sysmail_ops import __version__
-from sysmail_ops.cli import accounts, logs, sending, sink, workspace
+from sysmail_ops.cli import accounts, logs, sending, sink, templates, workspace
 from sysmail_ops.errors import SysmailError
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (workspace, accounts, sending, logs, sink)
+GROUPS = (workspace, accounts, templates, sending, logs, sink)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     apr.set_defaults(handler=cmd_archive_prune)
 
 
-def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {str(k): (None if not isinstance(v, list) and pd.isna(v) else v) for k, v in r.items()}
         for r in df.to_dict("records")
@@ -83,16 +84,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            r.id,
-            r.queued_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.account,
-            r.recipient,
-            r.status,
-            "" if pd.isna(r.smtp_code) else int(r.smtp_code),
-            r.attempt,
-            (r.subject or "")[:40],
+            r["id"],
+            r["queued_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            r["account"],
+            r["recipient"],
+            r["status"],
+            "" if r["smtp_code"] is None else int(r["smtp_code"]),
+            r["attempt"],
+            (r["subject"] or "")[:40],
         ]
-        for r in df.itertuples()
+        for r in _records(df)
     ]
     print_table(
         rows, ["ID", "QUEUED (UTC)", "ACCOUNT", "RECIPIENT", "STATUS", "CODE", "TRY", "SUBJECT"]
@@ -135,15 +136,15 @@ def cmd_archive_list(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            r.id,
-            r.date.strftime("%Y-%m-%d %H:%M:%S"),
-            r.direction,
-            r.account,
-            ", ".join(r.to_addrs),
-            (r.subject or "")[:40],
-            f"{r.related_type}:{r.related_id}" if r.related_type else "",
+            r["id"],
+            r["date"].strftime("%Y-%m-%d %H:%M:%S"),
+            r["direction"],
+            r["account"],
+            ", ".join(r["to_addrs"]),
+            (r["subject"] or "")[:40],
+            f"{r['related_type']}:{r['related_id']}" if r["related_type"] else "",
         ]
-        for r in df.itertuples()
+        for r in _records(df)
     ]
     print_table(rows, ["ID", "DATE (UTC)", "DIR", "ACCOUNT", "TO", "SUBJECT", "OBJECT"])
     return 0
