@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"  # workspaces live here (gitignored), on the project's disk
+RESULTS.mkdir(exist_ok=True)
 SUBJECT = "Your order {{ order_id }} has shipped, {{ name }}"
 HTML = (HERE / "template.html").read_text()
 TEXT = (HERE / "template.txt").read_text()
@@ -91,7 +93,7 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
     from sysmail_ops.sending import SendOptions, send_batch
     from sysmail_ops.workspace import Workspace
 
-    home = tempfile.mkdtemp(prefix="bench-ws-")
+    home = tempfile.mkdtemp(prefix="bench-ws-", dir=RESULTS)
     ws, _ = Workspace.init(home)
     accounts.add_account(
         ws,
@@ -152,7 +154,7 @@ def run_naive(port: int, n: int) -> dict[str, Any]:
     text_t = jinja2.Environment(autoescape=False).from_string(TEXT)  # noqa: S701 - plain text
     db = Path(tempfile.mkdtemp(prefix="bench-naive-")) / "log.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE log (recipient VARCHAR, message_id VARCHAR, at TIMESTAMP)")
+    con.execute("CREATE TABLE log (recipient VARCHAR, message_id VARCHAR, sent_at TIMESTAMP)")
     started = time.perf_counter()
     for rec in Records(n):
         msg = EmailMessage()
@@ -173,21 +175,21 @@ def run_naive(port: int, n: int) -> dict[str, Any]:
 def run_ceiling(port: int, n: int) -> dict[str, Any]:
     from sysmail_ops import templates
     from sysmail_ops.compose import compose
+    from sysmail_ops.workspace import Workspace
 
     # Serialise the same messages beforehand; only sending is timed.
-    tpl = templates.CompiledTemplate.from_sources(SUBJECT, HTML, TEXT)
+    home = tempfile.mkdtemp(prefix="bench-ceiling-")
+    ws, _ = Workspace.init(home)
+    t = templates.add_template(ws, "shipped", object_type="order", subject=SUBJECT, html=HTML,
+                               text=TEXT)
+    tpl = templates.compile_template(t)
     data = []
     for rec in Records(n):
         r = tpl.render(rec)
-        c = compose(
-            from_addr="shop@example.com",
-            from_name="Example Shop",
-            to=[rec["email"]],
-            subject=r.subject,
-            text=r.text,
-            html=r.html,
-        )
+        c = compose(from_addr="shop@example.com", from_name="Example Shop", to=[rec["email"]],
+                    subject=r.subject, text=r.text, html=r.html)
         data.append((rec["email"], c.data))
+    shutil.rmtree(home)
     smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="bench")
     started = time.perf_counter()
     for rcpt, raw in data:

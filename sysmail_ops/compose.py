@@ -15,7 +15,8 @@ keep up with an SMTP server. Speed never buys a shortcut in correctness:
   ``needs_smtputf8`` and the transport decides whether the server can take it;
 - Bcc addresses are in the envelope only, never in a header;
 - bodies are UTF-8: 7bit when ASCII with short lines, quoted-printable
-  otherwise (base64 when mostly non-ASCII, where QP would triple the size);
+  otherwise (base64 when a third or more of the bytes are non-ASCII, where
+  QP would be far larger); attachments and images are base64;
   a line starting with "." or "From " is encoded, so no relay can mangle it;
   a body always ends with a line break (like ``EmailMessage.set_content``).
 """
@@ -67,7 +68,7 @@ _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # printable ASCII but ':'
 _MIME_WORD = r"[A-Za-z0-9!#$&^_.+-]+"
 _CONTENT_TYPE = re.compile(
-    rf"({_MIME_WORD}/{_MIME_WORD})((?:\s*;\s*{_MIME_WORD}=(?:{_MIME_WORD}|\"[^\"\\\r\n]*\"))*)\s*;?\s*"
+    rf"({_MIME_WORD}/{_MIME_WORD})((?:\s*;\s*{_MIME_WORD}=(?:{_MIME_WORD}|\"[^\"\\\r\n;]*\"))*)\s*;?\s*"
 )
 _SUBTYPE = re.compile(_MIME_WORD)
 _CID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,200}")
@@ -124,10 +125,10 @@ class Attachment:
     content_type: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.filename, str) or not self.filename.strip():
+        _check_header("attachment file name", self.filename)
+        if not self.filename.strip():
             raise ValidationError("an attachment needs a file name")
         object.__setattr__(self, "filename", self.filename.strip())  # as readers strip it
-        _check_header("attachment file name", self.filename)
         _encodable(self.filename, "attachment file name")
         if len(self.filename) > 255:
             raise ValidationError(
@@ -420,7 +421,7 @@ def _mailbox(header: str, item: Address) -> _Mailbox:
             name = re.sub(r"\\(.)", r"\1", name[1:-1])
     if not isinstance(addr, str):
         raise ValidationError(f"{header} address must be text, got {type(addr).__name__}")
-    normal = check_address(addr.strip(), f"{header} address")
+    normal = _check_address(addr.strip(), f"{header} address")
     local, _, domain = normal.rpartition("@")
     if not domain.isascii():
         ascii_domain = validate_email(normal, check_deliverability=False).ascii_domain
@@ -437,6 +438,34 @@ def _mailbox(header: str, item: Address) -> _Mailbox:
     else:
         pieces = (address,)
     return _Mailbox(pieces, address, not local.isascii(), domain)
+
+
+# Domains check_address has accepted, as given -> as it normalised them (lower case).
+_DOMAINS: dict[str, str] = {}
+_SIMPLE_LOCAL = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")  # within RFC 5322 dot-atom
+
+
+def _check_address(addr: str, what: str) -> str:
+    """``check_address``, with a shortcut for the common shape of a recipient.
+
+    email-validator takes tens of microseconds an address, and a batch rarely
+    repeats one. Its verdict on an address is its verdict on the domain plus a
+    dot-atom check of the local part, which it leaves as is (unless upper-case:
+    some names are lower-cased). So once it has accepted a domain, a lower-case
+    dot-atom local part at that domain, within the length limits, gets the same
+    answer without asking it again; anything else is asked.
+    """
+    local, _, domain = addr.rpartition("@")
+    known = _DOMAINS.get(domain)
+    if known and len(local) <= 64 and len(addr) <= 254 and _SIMPLE_LOCAL.fullmatch(local):
+        return f"{local}@{known}"
+    normal = check_address(addr, what)
+    got = normal.rpartition("@")[2]
+    if got.isascii() and got == domain.lower():
+        if len(_DOMAINS) > 10_000:
+            _DOMAINS.clear()
+        _DOMAINS[domain] = got
+    return normal
 
 
 def _as_list(value: str | Sequence[Address] | None) -> list[Address]:
@@ -489,31 +518,25 @@ def _message_id(given: str | None, domain: str) -> str:
 # -- bodies --------------------------------------------------------------------------
 
 
-def _lines(text: str) -> tuple[str, int]:
-    """``text`` with CRLF line breaks, ending with one, and its longest line (0: short text)."""
+def _lines(text: str) -> str:
+    """``text`` with CRLF line breaks, ending with one."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) <= MAX_LINE:
-        longest = 0
-        s = text.replace("\n", "\r\n")
-    else:
-        lines = text.split("\n")
-        longest = max(map(len, lines))
-        s = "\r\n".join(lines)
-    return (s if s.endswith("\n") else s + "\r\n"), longest
+    text = text.replace("\n", "\r\n")
+    return text if text.endswith("\n") else text + "\r\n"
 
 
 def _body(text: str, what: str) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding header line, encoded body) for UTF-8 text."""
-    s, longest = _lines(text)
+    s = _lines(text)
     if s.isascii():
         data = s.encode("ascii")
         if (
-            longest <= MAX_LINE
-            and len(data.translate(None, _NOT_7BIT)) == len(data)
+            len(data.translate(None, _NOT_7BIT)) == len(data)
             and not data.startswith((b".", b"From "))
             and b"\n." not in data
             and b"\nFrom " not in data
+            and (len(data) <= MAX_LINE or max(map(len, data.split(b"\r\n"))) <= MAX_LINE)
         ):
             return _7BIT, data
     else:
@@ -611,6 +634,7 @@ def _params_header(name: str, value: str, params: list[str]) -> str:
     return _fold(name, pieces)
 
 
+@lru_cache(maxsize=8)  # a batch often sends the same report or logo to everyone
 def _attachment_part(a: Attachment) -> bytes:
     ctype = (a.content_type or "application/octet-stream").strip().rstrip(";")
     type_params, disp_params = _file_params(a.filename)
@@ -621,12 +645,14 @@ def _attachment_part(a: Attachment) -> bytes:
         except UnicodeDecodeError:
             pass
     main, _, rest = ctype.partition(";")
-    params = [p.strip() for p in rest.split(";") if p.strip()] + type_params
+    given = [p.strip() for p in rest.split(";") if p.strip()]
+    params = [p for p in given if not p.lower().startswith("name=")] + type_params
     head = _params_header("Content-Type", main.strip(), params)
     head += _params_header("Content-Disposition", "attachment", disp_params)
     return head.encode("ascii") + _B64 + _b64(a.data)
 
 
+@lru_cache(maxsize=8)
 def _image_part(img: InlineImage) -> bytes:
     type_params, disp_params = _file_params(img.filename) if img.filename else ([], [])
     head = _params_header("Content-Type", f"image/{img.subtype}", type_params)
@@ -678,7 +704,7 @@ def compose(
     date: datetime | None = None,
     extra_headers: Mapping[str, str] | None = None,
 ) -> Composed:
-    """Build one message. Every check runs before any byte is built.
+    """Build one message; all input is checked before the message is put together.
 
     ``to``/``cc``/``bcc``/``reply_to`` take addresses as "addr", "Name <addr>" or
     (name, addr). ``message_id`` is kept when given (pass the same one on every
@@ -703,8 +729,12 @@ def compose(
         raise ValidationError("a message needs at least one recipient (to, cc or bcc)")
     subject_line = _unstructured("Subject", subject)
     extras = [_extra(k, v) for k, v in (extra_headers or {}).items()]
-    if not isinstance(text, str):
-        raise ValidationError("the text body must be text")
+    if not isinstance(text, str) or not isinstance(html, str | None):
+        raise ValidationError("the text and HTML bodies must be text")
+    if not all(isinstance(a, Attachment) for a in attachments):
+        raise ValidationError("attachments must be Attachment objects")
+    if not all(isinstance(i, InlineImage) for i in inline_images):
+        raise ValidationError("inline images must be InlineImage objects")
     html = html or None
     if inline_images and html is None:
         raise ValidationError("inline images need an HTML body that shows them")

@@ -15,6 +15,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import queue as queue_mod
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -81,6 +84,15 @@ class SendResult:
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
         return f"batch {self.batch_id}: " + ", ".join(parts)
+
+
+_END = object()
+_CHUNK_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
 
 
 class _ConnectionDown(Exception):
@@ -160,34 +172,104 @@ class _Sender:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, deliveries: Iterable[Delivery], total: int | None = None) -> SendResult:
+        """Send every delivery; rendering runs one step ahead in a second thread.
+
+        The producer renders, composes and decides duplicates while this thread
+        waits on the server; only this thread sends and writes log rows, so a
+        reply is journalled before the next message goes out.
+        """
         sendlog.fold_orphans(self.ws)
         journal = Journal(self.ws, self.batch_id)
-        bar = None
-        if self.opt.progress:
-            bar = tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
+        self.archiver = _Archiver(self.ws, journal)
+        items: queue_mod.Queue[Any] = queue_mod.Queue(maxsize=64)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(deliveries, items, stop), name="sysmail-render", daemon=True
+        )
+        bar = (
+            tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
+            if self.opt.progress
+            else None
+        )
+        producer.start()
+        try:
+            while (item := items.get()) is not _END:
+                if item is _CHUNK_END:
+                    journal.fold()
+                elif isinstance(item, _Failure):
+                    raise item.error
+                else:
+                    self._one(journal, *item)
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            stop.set()
+            while producer.is_alive():
+                with contextlib.suppress(queue_mod.Empty):
+                    items.get(timeout=0.05)
+            if bar is not None:
+                bar.close()
+            if self.conn is not None:
+                self.conn.close()
+            self.archiver.close()
+            journal.close()
+        return self.result
+
+    def _produce(
+        self, deliveries: Iterable[Delivery], items: queue_mod.Queue[Any], stop: threading.Event
+    ) -> None:
+        """Render, compose and mark duplicates, a chunk at a time (producer thread)."""
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue_mod.Full):
+                    items.put(item, timeout=0.05)
+                    return True
+            return False
+
+        seen: set[int] = set()  # (key, recipient) sent earlier in this batch, hashed
         try:
             it = iter(deliveries)
             while chunk := list(islice(it, self.opt.chunk)):
                 keys = [d.key for d in chunk if d.key]
                 done = sendlog.delivered(self.ws, keys) if keys else set()
                 for d in chunk:
-                    self._one(journal, d, done)
-                    if bar is not None:
-                        bar.update(1)
-                journal.fold()
+                    queued = utcnow()
+                    try:
+                        composed, subject = self.prepare(d)
+                    except SysmailError as exc:
+                        if not put((d, queued, None, "", exc, frozenset())):
+                            return
+                        continue
+                    dup = set()
+                    if d.key:
+                        for addr, _role in composed.recipients:
+                            h = hash((d.key, addr))
+                            if (d.key, addr) in done or h in seen:
+                                dup.add(addr)
+                            seen.add(h)
+                    if not put((d, queued, composed, subject, None, frozenset(dup))):
+                        return
+                if not put(_CHUNK_END):
+                    return
+        except BaseException as exc:  # handed to the sending thread, which raises it
+            put(_Failure(exc))
         finally:
-            if bar is not None:
-                bar.close()
-            if self.conn is not None:
-                self.conn.close()
-            journal.close()
-        return self.result
+            put(_END)
 
-    def _one(self, journal: Journal, d: Delivery, done: set[tuple[str, str]]) -> None:
-        queued = utcnow()
-        try:
-            composed, subject = self.prepare(d)
-        except SysmailError as exc:
+    def _one(
+        self,
+        journal: Journal,
+        d: Delivery,
+        queued: Any,
+        composed: Composed | None,
+        subject: str,
+        error: SysmailError | None,
+        duplicates: frozenset[str],
+    ) -> None:
+        if composed is None:
+            assert error is not None
+            exc = error
             self.result.errors.append(f"{d.key or ', '.join(d.to)}: {exc}")
             self.result.counts["failed"] += 1
             for addr in d.to:
@@ -208,7 +290,7 @@ class _Sender:
         self.result.messages += 1
         pending = []
         for addr, role in composed.recipients:
-            if d.key and (d.key, addr) in done:
+            if addr in duplicates:
                 self._log(
                     journal,
                     d,
@@ -222,8 +304,6 @@ class _Sender:
                 )
             else:
                 pending.append((addr, role))
-                if d.key:
-                    done.add((d.key, addr))
         if not pending:
             return
         if self.opt.dry_run:
@@ -466,29 +546,60 @@ class _Sender:
             return False
         when = utcnow()
         aid = archive.archive_id(c.message_id, "sent", self.account.name)
-        path = archive.write_eml(self.ws, "sent", when, aid, c.data)
-        journal.write(
-            "archive",
-            {
-                "id": aid,
-                "message_id": c.message_id,
-                "account": self.account.name,
-                "direction": "sent",
-                "from_addr": self.account.from_address,
-                "to_addrs": list(d.to),
-                "cc_addrs": list(d.cc),
-                "subject": subject,
-                "date": when,
-                "related_type": d.related[0] if d.related else None,
-                "related_id": str(d.related[1]) if d.related else None,
-                "size_bytes": c.size,
-                "attachments": list(c.attachment_names),
-                "eml_path": str(path.relative_to(self.ws.home)),
-                "delivery_key": d.key,
-                "batch_id": self.batch_id,
-            },
-        )
+        row = {
+            "id": aid,
+            "message_id": c.message_id,
+            "account": self.account.name,
+            "direction": "sent",
+            "from_addr": self.account.from_address,
+            "to_addrs": list(d.to),
+            "cc_addrs": list(d.cc),
+            "subject": subject,
+            "date": when,
+            "related_type": d.related[0] if d.related else None,
+            "related_id": str(d.related[1]) if d.related else None,
+            "size_bytes": c.size,
+            "attachments": list(c.attachment_names),
+            "eml_path": "",
+            "delivery_key": d.key,
+            "batch_id": self.batch_id,
+        }
+        self.archiver.put(when, aid, c.data, row)
         return True
+
+
+class _Archiver:
+    """Writes archived .eml files off the sending thread, then journals their rows.
+
+    A row is journalled only once its file exists, so a crash can leave a file
+    without a row (harmless) but never a row without a file.
+    """
+
+    def __init__(self, ws: Workspace, journal: Journal):
+        self.ws, self.journal = ws, journal
+        self.jobs: queue_mod.Queue[Any] = queue_mod.Queue(maxsize=256)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="sysmail-archive", daemon=True)
+        self.thread.start()
+
+    def put(self, when: Any, aid: str, data: bytes, row: dict[str, Any]) -> None:
+        if self.error is not None:
+            raise SysmailError(f"sent archiving failed: {self.error}")
+        self.jobs.put((when, aid, data, row))
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            when, aid, data, row = job
+            try:
+                path = archive.write_eml(self.ws, "sent", when, aid, data)
+                row["eml_path"] = str(path.relative_to(self.ws.home))
+                self.journal.write("archive", row)
+            except OSError as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
 
 
 def send(

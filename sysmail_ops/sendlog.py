@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class Journal:
     _fd: int = field(init=False, default=-1)
     _seq: int = field(init=False, default=0)
     _pending: int = field(init=False, default=0)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         journal_dir(self.ws).mkdir(exist_ok=True)
@@ -133,8 +135,9 @@ class Journal:
     def write(self, kind: str, row: dict[str, Any]) -> None:
         """Record one row; it is in the kernel's hands when this returns."""
         line = json.dumps({"k": kind, **{k: _encode(v) for k, v in row.items()}}, default=str)
-        os.write(self._fd, line.encode() + b"\n")
-        self._pending += 1
+        with self._lock:
+            os.write(self._fd, line.encode() + b"\n")
+            self._pending += 1
 
     @property
     def pending(self) -> int:
@@ -142,9 +145,10 @@ class Journal:
 
     def fold(self) -> int:
         """Move what the journal holds into the store, then empty it."""
-        n = _fold_file(self.ws, self.path)
-        os.ftruncate(self._fd, 0)
-        self._pending = 0
+        with self._lock:
+            n = _fold_file(self.ws, self.path)
+            os.ftruncate(self._fd, 0)
+            self._pending = 0
         return n
 
     def close(self, *, fold: bool = True) -> None:
@@ -240,15 +244,17 @@ def fold_orphans(ws: Workspace) -> int:
 
 def delivered(ws: Workspace, keys: Iterable[str]) -> set[tuple[str, str]]:
     """(key, recipient) pairs already sent, or waiting in the deferred queue."""
-    wanted = pd.DataFrame({"k": sorted(set(keys))})
-    if wanted.empty:
+    wanted = sorted(set(keys))
+    if not wanted:
         return set()
+    # A list parameter, not a registered DataFrame: this runs beside a fold in another thread.
     with ws.store.connect() as con:
-        con.register("wanted", wanted)
         rows = con.execute(
+            "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS k) "
             "SELECT delivery_key, recipient FROM send_log JOIN wanted ON delivery_key = k "
             "WHERE status = 'sent' "
-            "UNION SELECT delivery_key, recipient FROM deferred JOIN wanted ON delivery_key = k"
+            "UNION SELECT delivery_key, recipient FROM deferred JOIN wanted ON delivery_key = k",
+            [wanted],
         ).fetchall()
     return {(k, r) for k, r in rows}
 

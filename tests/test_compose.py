@@ -8,6 +8,7 @@ back with ``email.policy.default``, so no test can skip those checks.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import pickle
@@ -23,6 +24,7 @@ import pandas as pd
 import pytest
 
 from sysmail_ops import compose as compose_mod
+from sysmail_ops.accounts import check_address
 from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
 from sysmail_ops.errors import HeaderInjectionError, ValidationError
 
@@ -595,6 +597,24 @@ def test_bad_input_is_refused(kw: dict[str, Any], match: str) -> None:
         build(**kw)
 
 
+def test_wrong_part_types_are_refused() -> None:
+    with pytest.raises(ValidationError, match="Attachment objects"):
+        build(attachments=[b"raw bytes"])
+    with pytest.raises(ValidationError, match="InlineImage objects"):
+        build(html="<p>", inline_images=[b"raw bytes"])
+    with pytest.raises(ValidationError, match="bodies must be text"):
+        build(html=b"<p>bytes</p>")
+
+
+def test_given_content_type_parameters_are_kept() -> None:
+    att = Attachment("legacy.txt", "Grüße".encode("latin-1"), "text/plain; charset=latin-1")
+    _, msg = build(attachments=[att, Attachment("a.csv", b"x", 'text/csv; name="other"')])
+    legacy, csv = msg.iter_attachments()
+    assert legacy.get_content_charset() == "latin-1"
+    assert legacy.get_content() == "Grüße"
+    assert csv.get_filename() == "a.csv" and csv.get_param("name") == "a.csv"
+
+
 def test_bad_parts_are_refused() -> None:
     with pytest.raises(ValidationError, match="file name"):
         Attachment("", b"x")
@@ -760,6 +780,39 @@ def test_random_unicode_round_trips() -> None:
         (att,) = msg.iter_attachments()
         assert att.get_filename() == filename.strip() == c.attachment_names[0], context
         assert att.get_payload(decode=True) == data, context
+
+
+def test_address_shortcut_agrees_with_check_address() -> None:
+    rng = random.Random(5321)
+    domains = [
+        "example.com",
+        "Example.ORG",
+        "mail.example.net",
+        "xn--bcher-kva.example.com",
+        "bücher.example.com",
+        "localhost",
+        "example.test",
+        "example",
+        "-bad.example.com",
+        "example..com",
+    ]
+    alphabet = "abcxyzABC019._+-!#=?/'é"
+    for domain in domains:  # teach the shortcut every domain check_address accepts
+        with contextlib.suppress(ValidationError):
+            compose_mod._check_address(f"first@{domain}", "To address")
+    for _ in range(3000):
+        local = "".join(rng.choice(alphabet) for _ in range(rng.choice([1, 3, 10, 64, 65])))
+        local = rng.choice([local, local.lower(), "postmaster", "Info", "a" * 64])
+        addr = f"{local}@{rng.choice(domains)}"
+        try:
+            expected: str | None = check_address(addr, "To address")
+        except ValidationError:
+            expected = None
+        try:
+            got: str | None = compose_mod._check_address(addr, "To address")
+        except ValidationError:
+            got = None
+        assert got == expected, addr
 
 
 def test_addresses_are_checked_once_per_string() -> None:

@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sysmail_ops import archive, sendlog
@@ -56,10 +57,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {str(k): (None if not isinstance(v, list) and pd.isna(v) else v) for k, v in r.items()}
-        for r in df.to_dict("records")
-    ]
+    return [{str(k): _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    """DataFrame cells as JSON-friendly values: lists for arrays, None for NA."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_plain(v) for v in value]
+    return None if pd.isna(value) else value
 
 
 def _date(value: str) -> datetime:
