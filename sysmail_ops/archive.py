@@ -27,15 +27,28 @@ def archive_id(message_id: str, direction: str, account: str) -> str:
     return digest[:16]
 
 
+_made: set[Path] = set()
+
+
 def write_eml(ws: Workspace, direction: str, when: datetime, aid: str, data: bytes) -> Path:
-    """Store the raw message under archive/<direction>/YYYY/MM/DD/<id>.eml."""
+    """Store the raw message under archive/<direction>/YYYY/MM/DD/<id>.eml.
+
+    Written in place (no temp file and rename: file creation is the cost here);
+    callers record the archive row only after this returns, so a crash leaves
+    at worst a file without a row, never a row without its file.
+    """
     folder = ws.archive_dir / direction / when.strftime("%Y/%m/%d")
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder not in _made:
+        folder.mkdir(parents=True, exist_ok=True)
+        _made.add(folder)
     path = folder / f"{aid}.eml"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     return path
 
 

@@ -103,8 +103,15 @@ class SMTPConnection:
     ehlo, auth) and carrying the server's code and reply.
     """
 
-    def __init__(self, account: Account, password: Secret, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        account: Account,
+        password: Secret,
+        timeout: float = DEFAULT_TIMEOUT,
+        pipelining: bool | None = None,
+    ):
         self.account = account
+        self.pipelining = pipelining  # None: use it when the server offers PIPELINING
         self._password = password
         self.timeout = timeout
         self.smtp: smtplib.SMTP | None = None
@@ -266,6 +273,8 @@ class SMTPConnection:
         assert self.smtp is not None
         options = ["SMTPUTF8"] if smtputf8 else []
         try:
+            if self.use_pipelining:
+                return self._pipelined(mail_from, rcpts, data, smtputf8)
             refused = self.smtp.sendmail(mail_from, rcpts, data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             return {r: Outcome.from_reply("rcpt", c, m) for r, (c, m) in exc.recipients.items()}
@@ -285,6 +294,61 @@ class SMTPConnection:
         out = dict.fromkeys(rcpts, ACCEPTED)
         for r, (c, m) in refused.items():
             out[r] = Outcome.from_reply("rcpt", c, m)
+        return out
+
+    @property
+    def use_pipelining(self) -> bool:
+        if self.pipelining is not None:
+            return self.pipelining
+        return bool(self.smtp and self.smtp.has_extn("pipelining"))
+
+    def _pipelined(
+        self, mail_from: str, rcpts: list[str], data: bytes, smtputf8: bool
+    ) -> dict[str, Outcome]:
+        """RFC 2920: MAIL, RCPT... and DATA in one write, then the body: two round trips.
+
+        Raises what smtplib raises for a lost connection; ``deliver`` turns that
+        into a temporary outcome.
+        """
+        smtp = self.smtp
+        assert smtp is not None
+        enc = "utf-8" if smtputf8 else "ascii"
+        head = [
+            b"MAIL FROM:<" + mail_from.encode(enc) + (b"> SMTPUTF8\r\n" if smtputf8 else b">\r\n")
+        ]
+        head += [b"RCPT TO:<" + r.encode(enc) + b">\r\n" for r in rcpts]
+        smtp.send(b"".join(head) + b"DATA\r\n")
+        mail_code, mail_msg = smtp.getreply()
+        rcpt_replies = [smtp.getreply() for _ in rcpts]
+        data_code, data_msg = smtp.getreply()
+        out: dict[str, Outcome] = {}
+        if not 200 <= mail_code < 300:
+            out = dict.fromkeys(rcpts, Outcome.from_reply("mail", mail_code, mail_msg))
+        else:
+            for r, (code, msg) in zip(rcpts, rcpt_replies, strict=True):
+                if not 200 <= code < 300:
+                    out[r] = Outcome.from_reply("rcpt", code, msg)
+        accepted = [r for r in rcpts if r not in out]
+        if data_code == 354:
+            if not accepted:  # a server that says 354 with no recipient gets an empty message
+                smtp.send(b".\r\n")
+                smtp.getreply()
+            else:
+                body = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+                if not body.endswith(b"\r\n"):
+                    body += b"\r\n"
+                smtp.send(body + b".\r\n")
+                code, msg = smtp.getreply()
+                result = ACCEPTED if code == 250 else Outcome.from_reply("data", code, msg)
+                out.update(dict.fromkeys(accepted, result))
+                self._drop_if_closing(code)
+                return out
+        else:
+            out.update(dict.fromkeys(accepted, Outcome.from_reply("data", data_code, data_msg)))
+        if 421 in (mail_code, data_code, *(c for c, _ in rcpt_replies)):
+            self.close()
+        else:
+            smtp.rset()
         return out
 
     def _drop_if_closing(self, code: int) -> None:

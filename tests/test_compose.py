@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
+import email.header
 import email.policy
 import pickle
 import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
+from email.utils import formataddr
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -70,9 +72,11 @@ def build(**kw: Any) -> tuple[Composed, EmailMessage]:
     assert msg["Bcc"] is None
     assert msg["MIME-Version"] == "1.0"
     assert isinstance(msg["Date"].datetime, datetime)
-    assert not [d for d in msg.defects], msg.defects
     for part in msg.walk():
         assert not part.defects, (part.get_content_type(), part.defects)
+    if not c.needs_smtputf8:  # the stdlib calls a UTF-8 local part a defect
+        for name, value in msg.items():
+            assert not getattr(value, "defects", ()), (name, value.defects)
     return c, msg
 
 
@@ -334,9 +338,11 @@ def test_subject_round_trips(subject: str) -> None:
 def test_display_names_round_trip(name: str) -> None:
     c, msg = build(
         from_name=name,
-        to=[f'"{name}" <alice@example.org>'.replace("\\", "\\\\")]
-        if "\\" in name or '"' in name
-        else [(name, "alice@example.org")],
+        to=[
+            formataddr((name, "alice@example.org"))
+            if name.isascii()
+            else (name, "alice@example.org")
+        ],
         cc=[(name, "carol@example.org")],
         reply_to=[(name, "help@example.com")],
     )
@@ -362,10 +368,13 @@ def test_control_characters_in_display_names_are_refused() -> None:
         build(to=[("Bell\x07", "alice@example.org")])
 
 
-def test_formataddr_quoting_for_ascii_names() -> None:
-    c, _ = build(from_name="Smith, John", to=['"Doe, Jane" <jane@example.org>'])
-    assert b'From: "Smith, John" <service@example.com>\r\n' in c.data
-    assert b'To: "Doe, Jane" <jane@example.org>\r\n' in c.data
+@pytest.mark.parametrize(
+    "name", ["Acme", "Acme Service", "Smith, John", 'The "Best" Shop', "back\\slash", "a.b@c"]
+)
+def test_ascii_names_are_written_as_formataddr_writes_them(name: str) -> None:
+    c, _ = build(from_name=name, to=[formataddr((name, "jane@example.org"))])
+    assert f"From: {formataddr((name, SENDER))}\r\n".encode() in c.data
+    assert f"To: {formataddr((name, 'jane@example.org'))}\r\n".encode() in c.data
 
 
 def test_address_forms_and_recipient_roles() -> None:

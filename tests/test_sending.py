@@ -15,9 +15,23 @@ from sysmail_ops import accounts, archive, queue, sendlog, templates
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
 from sysmail_ops.sending import SendOptions, send, send_batch
 from sysmail_ops.store import utcnow
+from sysmail_ops.transport import SMTPConnection
 from sysmail_ops.workspace import Workspace
 
 FAST = SendOptions(backoff=0.01)
+
+
+@pytest.fixture(autouse=True, params=["sendmail", "pipelining"])
+def smtp_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with smtplib's sendmail and with the pipelined client (RFC 2920).
+
+    aiosmtpd does not advertise PIPELINING but reads pipelined commands in order.
+    """
+    forced = request.param == "pipelining"
+    monkeypatch.setattr(SMTPConnection, "use_pipelining", property(lambda self: forced))
+    return str(request.param)
+
+
 RECORD = {"name": "Eve", "case_id": "C-1"}
 
 
