@@ -89,7 +89,7 @@ def peak_mb() -> float:
 
 
 def run_pipeline(port: int, n: int) -> dict[str, Any]:
-    from sysmail_ops import accounts, templates
+    from sysmail_ops import accounts, archive, templates
     from sysmail_ops.sending import SendOptions, send_batch
     from sysmail_ops.workspace import Workspace
 
@@ -119,7 +119,7 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
     )
     elapsed = time.perf_counter() - started
     assert result.counts == {"sent": n}, result.counts
-    archived = sum(1 for _ in (ws.archive_dir / "sent").rglob("*.eml"))
+    archived = len(archive.list_archive(ws, limit=None))
     assert archived == n, archived
     shutil.rmtree(home)
     return {"seconds": elapsed, "messages": n}

@@ -316,31 +316,31 @@ def _encoded_words(text: str, first: int, rest: int = _EW_MAX) -> list[str]:
     one; decoders join adjacent encoded words, dropping the space between them.
     """
     data = text.encode("utf-8")
-    qlen = sum(len(_Q[b]) for b in data)
-    use_q = qlen <= 4 * -(-len(data) // 3)
+    q = "".join(map(_Q.__getitem__, data))
     words: list[str] = []
-    limit = max(first, _EW_OVERHEAD + 12) - _EW_OVERHEAD
-    chunk: list[bytes] = []
-    size = 0
-    for ch in text:
-        b = ch.encode("utf-8")
-        add = sum(len(_Q[x]) for x in b) if use_q else len(b)
-        new = size + add
-        if chunk and (new if use_q else 4 * -(-new // 3)) > limit:
-            words.append(_ew(b"".join(chunk), use_q))
-            chunk, new = [], add
-            limit = rest - _EW_OVERHEAD
-        chunk.append(b)
-        size = new
-    if chunk or not words:
-        words.append(_ew(b"".join(chunk), use_q))
+    if len(q) <= 4 * -(-len(data) // 3):
+        limit = max(first - _EW_OVERHEAD, 12)  # 12: room for one 4-byte character
+        while len(q) > limit:
+            cut = limit
+            if q[cut - 1] == "=":  # never split an =XX escape...
+                cut -= 1
+            elif q[cut - 2] == "=":
+                cut -= 2
+            while q[cut] == "=" and q[cut + 1] in "89AB":  # ...nor a UTF-8 sequence
+                cut -= 3
+            words.append(f"=?utf-8?q?{q[:cut]}?=")
+            q, limit = q[cut:], rest - _EW_OVERHEAD
+        words.append(f"=?utf-8?q?{q}?=")
+        return words
+    size = 3 * (max(first - _EW_OVERHEAD, 8) // 4)  # bytes that fit as base64
+    while len(data) > size:
+        cut = size
+        while data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+            cut -= 1
+        words.append(f"=?utf-8?b?{base64.b64encode(data[:cut]).decode('ascii')}?=")
+        data, size = data[cut:], 3 * ((rest - _EW_OVERHEAD) // 4)
+    words.append(f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?=")
     return words
-
-
-def _ew(data: bytes, use_q: bool) -> str:
-    if use_q:
-        return "=?utf-8?q?" + "".join([_Q[b] for b in data]) + "?="
-    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
 
 
 def _plain(value: str) -> bool:
@@ -393,7 +393,7 @@ def _phrase(name: str) -> list[str]:
         if not _SPECIALS.search(name) and "  " not in name and name == name.strip():
             return name.split(" ")
         return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    return _encoded_words(name, _EW_MAX)
+    return _encoded_words(name, FOLD_AT - len("Reply-To: "))
 
 
 @dataclass(frozen=True, slots=True)

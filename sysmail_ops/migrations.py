@@ -132,4 +132,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE accounts ADD COLUMN unsubscribe_url VARCHAR;
         """,
     ),
+    (
+        4,
+        "archive bundles: many raw messages in one file per batch",
+        """
+        ALTER TABLE archive ADD COLUMN eml_offset BIGINT;
+        ALTER TABLE archive ADD COLUMN eml_length BIGINT;
+        """,
+    ),
 ]

@@ -267,5 +267,7 @@ def _archive(
             "eml_path": str(path.relative_to(ws.home)),
             "delivery_key": row["delivery_key"],
             "batch_id": ctx.get("batch_id"),
+            "eml_offset": None,
+            "eml_length": None,
         },
     )

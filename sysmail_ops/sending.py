@@ -15,9 +15,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
-import queue as queue_mod
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -86,13 +83,7 @@ class SendResult:
         return f"batch {self.batch_id}: " + ", ".join(parts)
 
 
-_END = object()
 _CHUNK_END = object()
-
-
-@dataclass
-class _Failure:
-    error: BaseException
 
 
 class _ConnectionDown(Exception):
@@ -172,90 +163,61 @@ class _Sender:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, deliveries: Iterable[Delivery], total: int | None = None) -> SendResult:
-        """Send every delivery; rendering runs one step ahead in a second thread.
+        """Send every delivery, a chunk at a time, folding the journal after each chunk.
 
-        The producer renders, composes and decides duplicates while this thread
-        waits on the server; only this thread sends and writes log rows, so a
-        reply is journalled before the next message goes out.
+        One thread renders, sends and writes log rows, so a reply is journalled
+        before the next message goes out. (Rendering or archiving in a second
+        thread was measured slower: the threads fight over the GIL and every
+        server reply waits for it.)
         """
         sendlog.fold_orphans(self.ws)
         journal = Journal(self.ws, self.batch_id)
-        self.archiver = _Archiver(self.ws, journal)
-        items: queue_mod.Queue[Any] = queue_mod.Queue(maxsize=64)
-        stop = threading.Event()
-        producer = threading.Thread(
-            target=self._produce, args=(deliveries, items, stop), name="sysmail-render", daemon=True
-        )
+        self.bundle = archive.Bundle(self.ws, "sent", self.batch_id)
         bar = (
             tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
             if self.opt.progress
             else None
         )
-        producer.start()
         try:
-            while (item := items.get()) is not _END:
+            for item in self._prepared(deliveries):
                 if item is _CHUNK_END:
                     journal.fold()
-                elif isinstance(item, _Failure):
-                    raise item.error
-                else:
-                    self._one(journal, *item)
-                    if bar is not None:
-                        bar.update(1)
+                    continue
+                self._one(journal, *item)
+                if bar is not None:
+                    bar.update(1)
         finally:
-            stop.set()
-            while producer.is_alive():
-                with contextlib.suppress(queue_mod.Empty):
-                    items.get(timeout=0.05)
             if bar is not None:
                 bar.close()
             if self.conn is not None:
                 self.conn.close()
-            self.archiver.close()
+            self.bundle.close()
             journal.close()
         return self.result
 
-    def _produce(
-        self, deliveries: Iterable[Delivery], items: queue_mod.Queue[Any], stop: threading.Event
-    ) -> None:
-        """Render, compose and mark duplicates, a chunk at a time (producer thread)."""
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                with contextlib.suppress(queue_mod.Full):
-                    items.put(item, timeout=0.05)
-                    return True
-            return False
-
-        seen: set[int] = set()  # (key, recipient) sent earlier in this batch, hashed
-        try:
-            it = iter(deliveries)
-            while chunk := list(islice(it, self.opt.chunk)):
-                keys = [d.key for d in chunk if d.key]
-                done = sendlog.delivered(self.ws, keys) if keys else set()
-                for d in chunk:
-                    queued = utcnow()
-                    try:
-                        composed, subject = self.prepare(d)
-                    except SysmailError as exc:
-                        if not put((d, queued, None, "", exc, frozenset())):
-                            return
-                        continue
-                    dup = set()
-                    if d.key:
-                        for addr, _role in composed.recipients:
-                            h = hash((d.key, addr))
-                            if (d.key, addr) in done or h in seen:
-                                dup.add(addr)
-                            seen.add(h)
-                    if not put((d, queued, composed, subject, None, frozenset(dup))):
-                        return
-                if not put(_CHUNK_END):
-                    return
-        except BaseException as exc:  # handed to the sending thread, which raises it
-            put(_Failure(exc))
-        finally:
-            put(_END)
+    def _prepared(self, deliveries: Iterable[Delivery]) -> Iterator[Any]:
+        """Render, compose and mark duplicates, a chunk at a time; _CHUNK_END after each."""
+        seen: set[int] = set()  # (key, recipient) met earlier in this batch, hashed
+        it = iter(deliveries)
+        while chunk := list(islice(it, self.opt.chunk)):
+            keys = [d.key for d in chunk if d.key]
+            done = sendlog.delivered(self.ws, keys) if keys else set()
+            for d in chunk:
+                queued = utcnow()
+                try:
+                    composed, subject = self.prepare(d)
+                except SysmailError as exc:
+                    yield (d, queued, None, "", exc, frozenset())
+                    continue
+                dup = set()
+                if d.key:
+                    for addr, _role in composed.recipients:
+                        h = hash((d.key, addr))
+                        if (d.key, addr) in done or h in seen:
+                            dup.add(addr)
+                        seen.add(h)
+                yield (d, queued, composed, subject, None, frozenset(dup))
+            yield _CHUNK_END
 
     def _one(
         self,
@@ -564,42 +526,10 @@ class _Sender:
             "delivery_key": d.key,
             "batch_id": self.batch_id,
         }
-        self.archiver.put(when, aid, c.data, row)
+        # The bytes first, then their row: a crash leaves at worst bytes without a row.
+        row["eml_path"], row["eml_offset"], row["eml_length"] = self.bundle.append(when, c.data)
+        journal.write("archive", row)
         return True
-
-
-class _Archiver:
-    """Writes archived .eml files off the sending thread, then journals their rows.
-
-    A row is journalled only once its file exists, so a crash can leave a file
-    without a row (harmless) but never a row without a file.
-    """
-
-    def __init__(self, ws: Workspace, journal: Journal):
-        self.ws, self.journal = ws, journal
-        self.jobs: queue_mod.Queue[Any] = queue_mod.Queue(maxsize=256)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="sysmail-archive", daemon=True)
-        self.thread.start()
-
-    def put(self, when: Any, aid: str, data: bytes, row: dict[str, Any]) -> None:
-        if self.error is not None:
-            raise SysmailError(f"sent archiving failed: {self.error}")
-        self.jobs.put((when, aid, data, row))
-
-    def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            when, aid, data, row = job
-            try:
-                path = archive.write_eml(self.ws, "sent", when, aid, data)
-                row["eml_path"] = str(path.relative_to(self.ws.home))
-                self.journal.write("archive", row)
-            except OSError as exc:
-                self.error = exc
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
 
 
 def send(

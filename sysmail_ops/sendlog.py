@@ -81,6 +81,8 @@ ARCHIVE_COLUMNS = [
     "eml_path",
     "delivery_key",
     "batch_id",
+    "eml_offset",
+    "eml_length",
 ]
 DEFERRED_COLUMNS = [
     "message_id",
@@ -163,60 +165,82 @@ class Journal:
             self._fd = -1
 
 
-def _read_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
-    rows: dict[str, list[dict[str, Any]]] = {"log": [], "archive": [], "deferred": [], "done": []}
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break  # torn last line of a killed writer: it never counted
-            rec = json.loads(raw)
-            rows[rec.pop("k")].append(rec)
-    return rows
+# The type of every key a journal line may carry (one schema for all kinds of line).
+_JOURNAL_TYPES = {
+    "k": "VARCHAR",
+    **dict.fromkeys(
+        [
+            "batch_id", "delivery_key", "message_id", "account", "template", "use_case",
+            "related_type", "related_id", "recipient", "role", "subject", "status",
+            "smtp_phase", "smtp_reply", "id", "direction", "from_addr", "eml_path",
+            "mail_from", "last_reply", "context",
+        ],
+        "VARCHAR",
+    ),
+    **dict.fromkeys(
+        ["seq", "template_version", "smtp_code", "attempt", "size_bytes", "attempts"], "INTEGER"
+    ),
+    **dict.fromkeys(["eml_offset", "eml_length"], "BIGINT"),
+    "duration_ms": "DOUBLE",
+    **dict.fromkeys(sorted(TIME_COLUMNS), "TIMESTAMP"),
+    **dict.fromkeys(["to_addrs", "cc_addrs", "attachments"], "VARCHAR[]"),
+}  # fmt: skip
+_JOURNAL_SPEC = "{" + ", ".join(f"'{k}': '{t}'" for k, t in _JOURNAL_TYPES.items()) + "}"
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    for col in TIME_COLUMNS & set(columns):
-        df[col] = pd.to_datetime(df[col], format="ISO8601")
-    return df
+def _complete_lines(path: Path) -> int:
+    """Cut a torn last line (a writer killed mid-write: that row never counted)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as fh:
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return size
+        fh.seek(0)
+        data = fh.read()
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+    return keep
 
 
 def _fold_file(ws: Workspace, path: Path) -> int:
-    rows = _read_rows(path)
-    if not any(rows.values()):
+    """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL)."""
+    if _complete_lines(path) == 0:
         return 0
-    log = _frame(rows["log"], LOG_COLUMNS)
-    arch = _frame(rows["archive"], ARCHIVE_COLUMNS)
-    dfr = _frame(rows["deferred"], DEFERRED_COLUMNS)
-    done = pd.DataFrame.from_records(rows["done"], columns=["message_id", "recipient"])
-    cols = ", ".join(LOG_COLUMNS)
+    log_cols = ", ".join(LOG_COLUMNS)
+    arch_cols = ", ".join(ARCHIVE_COLUMNS)
+    dfr_cols = ", ".join(DEFERRED_COLUMNS)
     with ws.store.transaction() as con:
-        if len(log):
-            con.register("j_log", log)
+        con.execute(
+            "CREATE TEMP TABLE j AS SELECT * FROM read_json(?, format = 'newline_delimited', "  # noqa: S608
+            f"columns = {_JOURNAL_SPEC})",
+            [str(path)],
+        )
+        kinds = dict(con.execute("SELECT k, count(*) FROM j GROUP BY k").fetchall())
+        if kinds.get("log"):
             con.execute(
-                f"INSERT INTO send_log ({cols}) SELECT {cols} FROM j_log "  # noqa: S608
-                "WHERE NOT EXISTS (SELECT 1 FROM send_log l "
-                "WHERE l.batch_id = j_log.batch_id AND l.seq = j_log.seq)"
+                f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
+                "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
+                "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
             )
-        if len(arch):
-            con.register("j_arch", arch)
+        if kinds.get("archive"):
             con.execute(
-                f"INSERT INTO archive SELECT {', '.join(ARCHIVE_COLUMNS)} FROM j_arch "  # noqa: S608
-                "ON CONFLICT DO NOTHING"
+                f"INSERT INTO archive ({arch_cols}) SELECT {arch_cols} FROM j "  # noqa: S608
+                "WHERE k = 'archive' ON CONFLICT DO NOTHING"
             )
-        if len(dfr):
-            con.register("j_dfr", dfr)
+        if kinds.get("deferred"):
             con.execute(
-                f"INSERT OR REPLACE INTO deferred SELECT {', '.join(DEFERRED_COLUMNS)} "  # noqa: S608
-                "FROM j_dfr"
+                f"INSERT OR REPLACE INTO deferred ({dfr_cols}) SELECT {dfr_cols} "  # noqa: S608
+                "FROM j WHERE k = 'deferred'"
             )
-        if len(done):
-            con.register("j_done", done)
+        if kinds.get("done"):
             con.execute(
                 "DELETE FROM deferred WHERE (message_id, recipient) IN "
-                "(SELECT (message_id, recipient) FROM j_done)"
+                "(SELECT (message_id, recipient) FROM j WHERE k = 'done')"
             )
-    return len(log)
+        con.execute("DROP TABLE j")
+    return int(kinds.get("log", 0))
 
 
 def fold_orphans(ws: Workspace) -> int:
