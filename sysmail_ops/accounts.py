@@ -11,8 +11,6 @@ import re
 import ssl
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sysmail_ops.errors import LimitError, NotFoundError, ValidationError
 from sysmail_ops.secrets import MASK, Secret, check_reference, resolve_reference
 from sysmail_ops.store import utcnow
-from sysmail_ops.transport import ConnectionTestResult, is_loopback, test_connection
+from sysmail_ops.transport import is_loopback
 from sysmail_ops.workspace import Workspace
 
 MAX_ACCOUNTS = 10
@@ -389,62 +387,3 @@ def usage(ws: Workspace) -> tuple[int, int]:
     with ws.store.connect() as con:
         row = con.execute("SELECT count(*) FROM accounts").fetchone()
     return (int(row[0]) if row else 0), MAX_ACCOUNTS
-
-
-def test_account(
-    ws: Workspace, name: str, *, send_to: str | None = None, timeout: float = 10.0
-) -> ConnectionTestResult:
-    """Connection test: connect, EHLO, TLS, AUTH, optionally a test message. Recorded."""
-    account = get_account(ws, name)
-    message = None
-    if send_to:
-        send_to = check_address(send_to, "test recipient")
-        message = _test_message(account, send_to)
-    result = test_connection(
-        account, password_for(ws, account), send_to=send_to, message=message, timeout=timeout
-    )
-    with ws.store.transaction() as con:
-        con.execute(
-            "INSERT INTO account_tests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                name,
-                utcnow(),
-                result.ok,
-                result.step,
-                result.code,
-                result.message,
-                result.greeting,
-                result.sent_to,
-                result.duration_ms,
-            ],
-        )
-    return result
-
-
-def recent_tests(ws: Workspace, name: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The latest connection tests of one system email, newest first."""
-    with ws.store.connect() as con:
-        rel = con.execute(
-            "SELECT tested_at, ok, step, code, message, greeting, sent_to, duration_ms"
-            " FROM account_tests WHERE account = ? ORDER BY tested_at DESC LIMIT ?",
-            [name, limit],
-        )
-        cols = [d[0] for d in rel.description]
-        rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
-    for r in rows:
-        r["tested_at"] = r["tested_at"].isoformat() + "Z"
-    return rows
-
-
-def _test_message(account: Account, to: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = formataddr((account.display_name or "", account.from_address))
-    msg["To"] = to
-    msg["Subject"] = f"sysmail-ops connection test: {account.name}"
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=account.from_address.rsplit("@", 1)[-1])
-    msg.set_content(
-        f"This message was sent by sysmail-ops to test the system email {account.name!r} "
-        f"({account.from_address}) through {account.smtp_host}:{account.smtp_port}.\n"
-    )
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))

@@ -10,9 +10,11 @@ keep up with an SMTP server. Speed never buys a shortcut in correctness:
   RFC 2047 encoded word (``=?utf-8?q?=0A?=``): ``HeaderInjectionError``;
 - non-ASCII header text goes out as RFC 2047 encoded words, folded; names
   with specials are quoted the way ``email.utils.formataddr`` quotes them;
-- addresses are checked with ``accounts.check_address`` (cached per string); a
-  non-ASCII domain goes out as IDNA, a non-ASCII local part sets
-  ``needs_smtputf8`` and the transport decides whether the server can take it;
+  white space in a display name becomes one space, as readers show it;
+- addresses are checked with ``accounts.check_address`` (cached per string,
+  and once per domain for plain local parts); a non-ASCII domain goes out as
+  IDNA, a non-ASCII local part sets ``needs_smtputf8`` and the transport
+  decides whether the server can take it;
 - Bcc addresses are in the envelope only, never in a header;
 - bodies are UTF-8: 7bit when ASCII with short lines, quoted-printable
   otherwise (base64 when a third or more of the bytes are non-ASCII, where
@@ -313,7 +315,8 @@ def _encoded_words(text: str, first: int, rest: int = _EW_MAX) -> list[str]:
     """RFC 2047 encoded words for ``text``: the first at most ``first`` long, the rest ``rest``.
 
     Q when that is shorter than B. Words split between characters, never inside
-    one; decoders join adjacent encoded words, dropping the space between them.
+    one; decoders join adjacent encoded words, dropping the space between them
+    (RFC 2047 6.2; Python 3.11's address parser shows it as a space instead).
     """
     data = text.encode("utf-8")
     q = "".join(map(_Q.__getitem__, data))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from sysmail_ops import accounts
+from sysmail_ops import accounts, conntest, sending, templates
 from sysmail_ops.errors import NotFoundError, SysmailError
 from sysmail_ops.secrets import Secret
 from sysmail_ops.sink import CaptureSink, ensure_certificate
@@ -50,6 +50,33 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
         "display_name": "Example Reports",
         "description": "Report subscriptions",
     },
+]
+
+
+DEMO_TEMPLATES: list[dict[str, Any]] = [
+    {
+        "name": "case-update",
+        "object_type": "case",
+        "subject": "Your case {{ case_id }}: {{ status }}",
+        "html": (
+            "<style>p { font-family: Arial, sans-serif; } b { color: #1a5fb4; }</style>"
+            "<p>Hello {{ name }},</p><p>your case <b>{{ case_id }}</b> is now "
+            "<b>{{ status }}</b>.</p><p>Example Customer Service</p>"
+        ),
+        "fields": ["name", "case_id", "status"],
+    },
+    {
+        "name": "approval-granted",
+        "object_type": "approval",
+        "subject": "Approved: {{ request }}",
+        "html": "<p>{{ approver }} approved your request <b>{{ request }}</b>.</p>",
+        "fields": ["request", "approver"],
+    },
+]
+DEMO_CASES = [
+    {"email": "eve@example.com", "name": "Eve", "case_id": "C-1001", "status": "resolved"},
+    {"email": "bob@example.org", "name": "Bob", "case_id": "C-1002", "status": "in progress"},
+    {"email": "zoe@example.net", "name": "Zoë", "case_id": "C-1003", "status": "waiting for you"},
 ]
 
 
@@ -92,7 +119,24 @@ def run(
             out(f"{state} {spec['name']} ({spec['from_address']}, {spec['kind']})")
         for spec in DEMO_ACCOUNTS:
             send_to = ADMIN_ADDRESS if spec["kind"] == "customer_service" else None
-            result = accounts.test_account(ws, spec["name"], send_to=send_to)
+            result = conntest.test_account(ws, spec["name"], send_to=send_to)
             verdict = "OK" if result.ok else "FAILED at"
             out(f"test {spec['name']}: {verdict} {result.message}")
+        for tpl in DEMO_TEMPLATES:
+            try:
+                templates.get_template(ws, tpl["name"])
+            except NotFoundError:
+                templates.add_template(ws, **tpl)
+        # Delivery keys make a second demo run skip what the first delivered.
+        cases = sending.send_batch(
+            ws, "service", "case-update", DEMO_CASES, key_column="case_id",
+            key_prefix="demo-case-", related_type="case", related_column="case_id",
+        )  # fmt: skip
+        out(f"case updates via service: {cases.summary()}")
+        notice = sending.send(
+            ws, "workflow", "approval-granted", to="eve@example.com",
+            record={"request": "Travel to Lyon", "approver": "Ana"}, use_case="approval_flow",
+            related=("approval", "AP-7"), key="demo-approval-AP-7",
+        )  # fmt: skip
+        out(f"approval notice via workflow: {notice.summary()}")
     return ws

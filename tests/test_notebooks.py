@@ -10,7 +10,7 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts
+from sysmail_ops import conntest
 from sysmail_ops.workspace import Workspace
 
 ROOT = Path(__file__).parents[1]
@@ -30,7 +30,7 @@ def test_runs_top_to_bottom(
     path: Path, ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
 ) -> None:
     bind(ws, smtp_server)
-    accounts.test_account(ws, "service")
+    conntest.test_account(ws, "service")
     params = pm.inspect_notebook(str(path))
     assert "home" in params, "every notebook takes the workspace as a parameter"
     out = tmp_path / path.name

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from sysmail_ops import accounts as api
+from sysmail_ops import conntest
 from sysmail_ops.cli.common import on_off, open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
 from sysmail_ops.errors import ValidationError
@@ -181,7 +182,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([a.to_dict() for a in accounts])
         return 0
-    last = {a.name: api.recent_tests(ws, a.name, 1) for a in accounts}
+    last = {a.name: conntest.recent_tests(ws, a.name, 1) for a in accounts}
     rows = []
     for a in accounts:
         t = last[a.name][0] if last[a.name] else None
@@ -208,7 +209,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     a = api.get_account(ws, args.name)
-    tests = api.recent_tests(ws, a.name)
+    tests = conntest.recent_tests(ws, a.name)
     if args.json:
         print_json({**a.to_dict(), "hints": a.hints(), "tests": tests})
         return 0
@@ -268,7 +269,7 @@ def cmd_archiving(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    result = api.test_account(ws, args.name, send_to=args.send_to, timeout=args.timeout)
+    result = conntest.test_account(ws, args.name, send_to=args.send_to, timeout=args.timeout)
     if args.json:
         print_json(result.to_dict())
     elif result.ok:

@@ -6,6 +6,7 @@ import argparse
 
 from sysmail_ops import demo
 from sysmail_ops.cli import accounts as accounts_cli
+from sysmail_ops.cli import logs as logs_cli
 from sysmail_ops.secrets import ENV_KEY
 from sysmail_ops.workspace import Workspace
 
@@ -49,6 +50,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.json = False
     args.home = str(ws.home)
     accounts_cli.cmd_list(args)
+    print()
+    print("Sending log (sysmail-ops logs summary):")
+    logs_cli.cmd_summary(args)
     print()
     print(f"Captured mail: {ws.mailbox_dir} (list it: sysmail-ops --home {ws.home} sink list)")
     print(f"Keep the capture server running: sysmail-ops --home {ws.home} sink")
