@@ -424,7 +424,7 @@ def _mailbox(header: str, item: Address) -> _Mailbox:
             name = re.sub(r"\\(.)", r"\1", name[1:-1])
     if not isinstance(addr, str):
         raise ValidationError(f"{header} address must be text, got {type(addr).__name__}")
-    normal = _check_address(addr.strip(), f"{header} address")
+    normal = check_address(addr.strip(), f"{header} address")
     local, _, domain = normal.rpartition("@")
     if not domain.isascii():
         ascii_domain = validate_email(normal, check_deliverability=False).ascii_domain
@@ -441,34 +441,6 @@ def _mailbox(header: str, item: Address) -> _Mailbox:
     else:
         pieces = (address,)
     return _Mailbox(pieces, address, not local.isascii(), domain)
-
-
-# Domains check_address has accepted, as given -> as it normalised them (lower case).
-_DOMAINS: dict[str, str] = {}
-_SIMPLE_LOCAL = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")  # within RFC 5322 dot-atom
-
-
-def _check_address(addr: str, what: str) -> str:
-    """``check_address``, with a shortcut for the common shape of a recipient.
-
-    email-validator takes tens of microseconds an address, and a batch rarely
-    repeats one. Its verdict on an address is its verdict on the domain plus a
-    dot-atom check of the local part, which it leaves as is (unless upper-case:
-    some names are lower-cased). So once it has accepted a domain, a lower-case
-    dot-atom local part at that domain, within the length limits, gets the same
-    answer without asking it again; anything else is asked.
-    """
-    local, _, domain = addr.rpartition("@")
-    known = _DOMAINS.get(domain)
-    if known and len(local) <= 64 and len(addr) <= 254 and _SIMPLE_LOCAL.fullmatch(local):
-        return f"{local}@{known}"
-    normal = check_address(addr, what)
-    got = normal.rpartition("@")[2]
-    if got.isascii() and got == domain.lower():
-        if len(_DOMAINS) > 10_000:
-            _DOMAINS.clear()
-        _DOMAINS[domain] = got
-    return normal
 
 
 def _as_list(value: str | Sequence[Address] | None) -> list[Address]:

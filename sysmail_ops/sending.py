@@ -63,7 +63,7 @@ class SendOptions:
     backoff: float = 2.0  # seconds before the second try; doubles each time
     per_connection: int = 100  # reconnect after this many messages
     timeout: float = 30.0
-    chunk: int = 500  # deliveries between journal folds
+    chunk: int = 1000  # deliveries between journal folds
     dry_run: bool = False
     progress: bool = False
 
@@ -81,9 +81,6 @@ class SendResult:
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
         return f"batch {self.batch_id}: " + ", ".join(parts)
-
-
-_CHUNK_END = object()
 
 
 class _ConnectionDown(Exception):
@@ -179,10 +176,7 @@ class _Sender:
             else None
         )
         try:
-            for item in self._prepared(deliveries):
-                if item is _CHUNK_END:
-                    journal.fold()
-                    continue
+            for item in self._prepared(deliveries, journal):
                 self._one(journal, *item)
                 if bar is not None:
                     bar.update(1)
@@ -195,13 +189,16 @@ class _Sender:
             journal.close()
         return self.result
 
-    def _prepared(self, deliveries: Iterable[Delivery]) -> Iterator[Any]:
-        """Render, compose and mark duplicates, a chunk at a time; _CHUNK_END after each."""
+    def _prepared(self, deliveries: Iterable[Delivery], journal: Journal) -> Iterator[Any]:
+        """Render, compose and mark duplicates, a chunk at a time.
+
+        Before each chunk the journal is folded and the chunk's keys looked up,
+        in one visit to the store.
+        """
         seen: set[int] = set()  # (key, recipient) met earlier in this batch, hashed
         it = iter(deliveries)
         while chunk := list(islice(it, self.opt.chunk)):
-            keys = [d.key for d in chunk if d.key]
-            done = sendlog.delivered(self.ws, keys) if keys else set()
+            done = journal.fold(d.key for d in chunk if d.key)
             for d in chunk:
                 queued = utcnow()
                 try:
@@ -217,7 +214,6 @@ class _Sender:
                             dup.add(addr)
                         seen.add(h)
                 yield (d, queued, composed, subject, None, frozenset(dup))
-            yield _CHUNK_END
 
     def _one(
         self,

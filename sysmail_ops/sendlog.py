@@ -145,13 +145,18 @@ class Journal:
     def pending(self) -> int:
         return self._pending
 
-    def fold(self) -> int:
-        """Move what the journal holds into the store, then empty it."""
-        with self._lock:
-            n = _fold_file(self.ws, self.path)
+    def fold(self, lookup: Iterable[str] = ()) -> set[tuple[str, str]]:
+        """Move what the journal holds into the store and empty it.
+
+        Returns ``delivered(lookup)`` asked in the same transaction, so a batch
+        opens the store once per chunk, not twice.
+        """
+        with self._lock, self.ws.store.transaction() as con:
+            _fold_into(con, self.path)
+            found = _delivered(con, lookup)
             os.ftruncate(self._fd, 0)
             self._pending = 0
-        return n
+        return found
 
     def close(self, *, fold: bool = True) -> None:
         if self._fd < 0:
@@ -205,41 +210,45 @@ def _complete_lines(path: Path) -> int:
 
 
 def _fold_file(ws: Workspace, path: Path) -> int:
+    with ws.store.transaction() as con:
+        return _fold_into(con, path)
+
+
+def _fold_into(con: Any, path: Path) -> int:
     """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL)."""
     if _complete_lines(path) == 0:
         return 0
     log_cols = ", ".join(LOG_COLUMNS)
     arch_cols = ", ".join(ARCHIVE_COLUMNS)
     dfr_cols = ", ".join(DEFERRED_COLUMNS)
-    with ws.store.transaction() as con:
+    con.execute(
+        "CREATE TEMP TABLE j AS SELECT * FROM read_json(?, format = 'newline_delimited', "  # noqa: S608
+        f"columns = {_JOURNAL_SPEC})",
+        [str(path)],
+    )
+    kinds = dict(con.execute("SELECT k, count(*) FROM j GROUP BY k").fetchall())
+    if kinds.get("log"):
         con.execute(
-            "CREATE TEMP TABLE j AS SELECT * FROM read_json(?, format = 'newline_delimited', "  # noqa: S608
-            f"columns = {_JOURNAL_SPEC})",
-            [str(path)],
+            f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
+            "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
+            "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
         )
-        kinds = dict(con.execute("SELECT k, count(*) FROM j GROUP BY k").fetchall())
-        if kinds.get("log"):
-            con.execute(
-                f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
-                "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
-                "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
-            )
-        if kinds.get("archive"):
-            con.execute(
-                f"INSERT INTO archive ({arch_cols}) SELECT {arch_cols} FROM j "  # noqa: S608
-                "WHERE k = 'archive' ON CONFLICT DO NOTHING"
-            )
-        if kinds.get("deferred"):
-            con.execute(
-                f"INSERT OR REPLACE INTO deferred ({dfr_cols}) SELECT {dfr_cols} "  # noqa: S608
-                "FROM j WHERE k = 'deferred'"
-            )
-        if kinds.get("done"):
-            con.execute(
-                "DELETE FROM deferred WHERE (message_id, recipient) IN "
-                "(SELECT (message_id, recipient) FROM j WHERE k = 'done')"
-            )
-        con.execute("DROP TABLE j")
+    if kinds.get("archive"):
+        con.execute(
+            f"INSERT INTO archive ({arch_cols}) SELECT {arch_cols} FROM j "  # noqa: S608
+            "WHERE k = 'archive' ON CONFLICT DO NOTHING"
+        )
+    if kinds.get("deferred"):
+        con.execute(
+            f"INSERT OR REPLACE INTO deferred ({dfr_cols}) SELECT {dfr_cols} "  # noqa: S608
+            "FROM j WHERE k = 'deferred'"
+        )
+    if kinds.get("done"):
+        con.execute(
+            "DELETE FROM deferred WHERE (message_id, recipient) IN "
+            "(SELECT (message_id, recipient) FROM j WHERE k = 'done')"
+        )
+    con.execute("DROP TABLE j")
     return int(kinds.get("log", 0))
 
 
@@ -271,15 +280,21 @@ def delivered(ws: Workspace, keys: Iterable[str]) -> set[tuple[str, str]]:
     wanted = sorted(set(keys))
     if not wanted:
         return set()
-    # A list parameter, not a registered DataFrame: this runs beside a fold in another thread.
     with ws.store.connect() as con:
-        rows = con.execute(
-            "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS k) "
-            "SELECT delivery_key, recipient FROM send_log JOIN wanted ON delivery_key = k "
-            "WHERE status = 'sent' "
-            "UNION SELECT delivery_key, recipient FROM deferred JOIN wanted ON delivery_key = k",
-            [wanted],
-        ).fetchall()
+        return _delivered(con, wanted)
+
+
+def _delivered(con: Any, keys: Iterable[str]) -> set[tuple[str, str]]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return set()
+    rows = con.execute(
+        "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS k) "
+        "SELECT delivery_key, recipient FROM send_log JOIN wanted ON delivery_key = k "
+        "WHERE status = 'sent' "
+        "UNION SELECT delivery_key, recipient FROM deferred JOIN wanted ON delivery_key = k",
+        [wanted],
+    ).fetchall()
     return {(k, r) for k, r in rows}
 
 
