@@ -376,3 +376,41 @@ def test_log_summary_and_prune(
     assert log_rows(ws).empty
     assert archive.prune(ws, utcnow() + queue.LIFETIME) == 1
     assert archive.list_archive(ws).empty
+
+
+def test_rate_limit_spaces_messages(
+    ws: Workspace, smtp_server: SMTPTestServer, case_template: object
+) -> None:
+    bind(ws, smtp_server, rate_limit_per_minute=600)  # one message per 0.1 s
+    records = [{"email": f"u{i}@example.com", "id": i, **RECORD} for i in range(4)]
+    send_batch(ws, "service", "case-update", records, key_column="id", options=FAST)
+    sent = log_rows(ws).sent_at.sort_values().reset_index(drop=True)
+    gaps = list(sent.diff().dropna().dt.total_seconds())
+    # pacing spaces the starts; the first send also paid for opening the connection
+    assert all(g >= 0.08 for g in gaps[1:]), gaps
+
+
+def test_international_address_uses_smtputf8(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    result = send(ws, "service", "case-update", to="jörg@bücher.example", record=RECORD,
+                  options=FAST)  # fmt: skip
+    assert result.counts == {"sent": 1}
+    (got,) = smtp_server.messages
+    assert got.rcpt_tos == ("jörg@xn--bcher-kva.example",)
+
+
+def test_international_address_without_smtputf8_fails_clearly(
+    ws: Workspace,
+    smtp_server: SMTPTestServer,
+    service: object,
+    case_template: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiosmtpd always offers SMTPUTF8 here; a server without it is simulated.
+    monkeypatch.setattr(SMTPConnection, "supports_smtputf8", property(lambda self: False))
+    result = send(ws, "service", "case-update", to="jörg@example.com", record=RECORD,
+                  options=FAST)  # fmt: skip
+    assert result.counts == {"failed": 1}
+    assert smtp_server.messages == []
+    assert "SMTPUTF8" in log_rows(ws).iloc[0].smtp_reply
