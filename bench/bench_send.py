@@ -226,12 +226,10 @@ def child(variant: str, port: int, n: int, trace: bool) -> None:
     print(json.dumps(out))
 
 
-def measure(variant: str, port: int, n: int) -> dict[str, Any]:
+def measure(variant: str, port: int, n: int, trace: bool = False) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", variant, "--port", str(port), "-n", str(n)]
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--port", str(port), "-n", str(n)],
-        capture_output=True,
-        text=True,
-        check=False,
+        cmd + (["--trace"] if trace else []), capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         sys.exit(f"{variant} failed:\n{proc.stderr}")
