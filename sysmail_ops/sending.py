@@ -195,10 +195,12 @@ class _Sender:
         Before each chunk the journal is folded and the chunk's keys looked up,
         in one visit to the store.
         """
-        seen: set[int] = set()  # (key, recipient) met earlier in this batch, hashed
         it = iter(deliveries)
         while chunk := list(islice(it, self.opt.chunk)):
+            # Earlier chunks are folded by now, so the store answers for them; only
+            # repeats within this chunk need remembering: memory stays flat.
             done = journal.fold(d.key for d in chunk if d.key)
+            seen: set[tuple[str, str]] = set()
             for d in chunk:
                 queued = utcnow()
                 try:
@@ -209,10 +211,9 @@ class _Sender:
                 dup = set()
                 if d.key:
                     for addr, _role in composed.recipients:
-                        h = hash((d.key, addr))
-                        if (d.key, addr) in done or h in seen:
+                        if (d.key, addr) in done or (d.key, addr) in seen:
                             dup.add(addr)
-                        seen.add(h)
+                        seen.add((d.key, addr))
                 yield (d, queued, composed, subject, None, frozenset(dup))
 
     def _one(

@@ -414,3 +414,14 @@ def test_international_address_without_smtputf8_fails_clearly(
     assert result.counts == {"failed": 1}
     assert smtp_server.messages == []
     assert "SMTPUTF8" in log_rows(ws).iloc[0].smtp_reply
+
+
+def test_a_key_repeated_within_a_batch_is_sent_once(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object
+) -> None:
+    # the repeats fall in the same chunk and in a later one
+    records = [{"email": "eve@example.com", "id": i % 3, **RECORD} for i in range(7)]
+    opts = SendOptions(backoff=0.01, chunk=2)
+    result = send_batch(ws, "service", "case-update", records, key_column="id", options=opts)
+    assert result.counts == {"sent": 3, "skipped_duplicate": 4}
+    assert len(smtp_server.messages) == 3
