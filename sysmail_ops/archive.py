@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.sendlog import fold_orphans
+from sysmail_ops.sendlog import Journal, fold_orphans
+from sysmail_ops.store import utcnow
 from sysmail_ops.workspace import Workspace
 
 
@@ -27,29 +27,53 @@ def archive_id(message_id: str, direction: str, account: str) -> str:
     return digest[:16]
 
 
-_made: set[Path] = set()
+def record_sent(
+    journal: Journal,
+    bundle: Bundle,
+    data: bytes,
+    *,
+    message_id: str,
+    account: str,
+    from_addr: str,
+    to: list[str],
+    cc: list[str],
+    subject: str | None,
+    related_type: str | None,
+    related_id: str | None,
+    attachments: list[str],
+    delivery_key: str | None,
+    batch_id: str | None,
+) -> None:
+    """Archive one sent message: its bytes into the bundle, then its row into the journal.
 
-
-def write_eml(ws: Workspace, direction: str, when: datetime, aid: str, data: bytes) -> Path:
-    """Store the raw message under archive/<direction>/YYYY/MM/DD/<id>.eml.
-
-    Written in place (no temp file and rename: file creation is the cost here);
-    callers record the archive row only after this returns, so a crash leaves
-    at worst a file without a row, never a row without its file.
+    In that order, so a crash leaves at worst bytes without a row, never a row
+    without its bytes.
     """
-    folder = ws.archive_dir / direction / when.strftime("%Y/%m/%d")
-    if folder not in _made:
-        folder.mkdir(parents=True, exist_ok=True)
-        _made.add(folder)
-    path = folder / f"{aid}.eml"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    return path
+    when = utcnow()
+    path, offset, length = bundle.append(when, data)
+    journal.write(
+        "archive",
+        {
+            "id": archive_id(message_id, "sent", account),
+            "message_id": message_id,
+            "account": account,
+            "direction": "sent",
+            "from_addr": from_addr,
+            "to_addrs": to,
+            "cc_addrs": cc,
+            "subject": subject,
+            "date": when,
+            "related_type": related_type,
+            "related_id": related_id,
+            "size_bytes": length,
+            "attachments": attachments,
+            "eml_path": path,
+            "delivery_key": delivery_key,
+            "batch_id": batch_id,
+            "eml_offset": offset,
+            "eml_length": length,
+        },
+    )
 
 
 def list_archive(

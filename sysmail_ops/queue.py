@@ -113,10 +113,12 @@ def retry_deferred(
     for row in due:
         by_account.setdefault(row["account"], []).append(row)
     journal = Journal(ws, result.batch_id)
+    bundle = archive.Bundle(ws, "sent", result.batch_id)
     try:
         for name, rows in by_account.items():
-            _retry_account(ws, journal, name, rows, now, lifetime, timeout, result)
+            _retry_account(ws, journal, bundle, name, rows, now, lifetime, timeout, result)
     finally:
+        bundle.close()
         journal.close()
     with ws.store.connect() as con:
         waiting = con.execute("SELECT count(*) FROM deferred").fetchone()
@@ -127,6 +129,7 @@ def retry_deferred(
 def _retry_account(
     ws: Workspace,
     journal: Journal,
+    bundle: archive.Bundle,
     name: str,
     rows: list[dict[str, Any]],
     now: datetime,
@@ -178,14 +181,44 @@ def _retry_account(
                     )[row["recipient"]]
                 )
                 if out.status == "sent" and account is not None and account.sent_archiving:
-                    _archive(ws, journal, row, ctx, data)
+                    archive.record_sent(
+                        journal,
+                        bundle,
+                        data,
+                        message_id=row["message_id"],
+                        account=row["account"],
+                        from_addr=row["mail_from"],
+                        to=ctx.get("to", []),
+                        cc=ctx.get("cc", []),
+                        subject=ctx.get("subject"),
+                        related_type=ctx.get("related_type"),
+                        related_id=ctx.get("related_id"),
+                        attachments=ctx.get("attachments", []),
+                        delivery_key=row["delivery_key"],
+                        batch_id=ctx.get("batch_id"),
+                    )
             attempt = row["attempts"] + 1
             expired = row["first_attempt_at"] + lifetime <= now
             if out.status == "deferred" and expired:
                 out = Outcome(
                     "failed", out.phase, out.code, f"gave up after {lifetime}: {out.reply}"
                 )
-            journal.write("log", _log_row(journal, row, ctx, out, attempt, started, result))
+            journal.log(
+                out,
+                delivery_key=row["delivery_key"],
+                message_id=row["message_id"],
+                account=row["account"],
+                template=ctx["template"],
+                template_version=ctx["template_version"],
+                use_case=ctx["use_case"],
+                related_type=ctx.get("related_type"),
+                related_id=ctx.get("related_id"),
+                recipient=row["recipient"],
+                role=ctx.get("role", "to"),
+                subject=ctx.get("subject"),
+                attempt=attempt,
+                queued_at=started,
+            )
             result.counts[out.status] += 1
             if out.status == "deferred":
                 journal.write(
@@ -204,70 +237,3 @@ def _retry_account(
     finally:
         if conn is not None:
             conn.close()
-
-
-def _log_row(
-    journal: Journal,
-    row: dict[str, Any],
-    ctx: dict[str, Any],
-    out: Outcome,
-    attempt: int,
-    started: datetime,
-    result: RetryResult,
-) -> dict[str, Any]:
-    return {
-        "batch_id": result.batch_id,
-        "seq": journal.next_seq(),
-        "delivery_key": row["delivery_key"],
-        "message_id": row["message_id"],
-        "account": row["account"],
-        "template": ctx["template"],
-        "template_version": ctx["template_version"],
-        "use_case": ctx["use_case"],
-        "related_type": ctx.get("related_type"),
-        "related_id": ctx.get("related_id"),
-        "recipient": row["recipient"],
-        "role": ctx.get("role", "to"),
-        "subject": ctx.get("subject"),
-        "status": out.status,
-        "smtp_phase": out.phase,
-        "smtp_code": out.code,
-        "smtp_reply": out.reply[:1000] if out.reply else None,
-        "attempt": attempt,
-        "queued_at": started,
-        "sent_at": utcnow() if out.status == "sent" else None,
-        "duration_ms": None,
-        "size_bytes": None,
-        "next_attempt_at": None,
-    }
-
-
-def _archive(
-    ws: Workspace, journal: Journal, row: dict[str, Any], ctx: dict[str, Any], data: bytes
-) -> None:
-    when = utcnow()
-    aid = archive.archive_id(row["message_id"], "sent", row["account"])
-    path = archive.write_eml(ws, "sent", when, aid, data)
-    journal.write(
-        "archive",
-        {
-            "id": aid,
-            "message_id": row["message_id"],
-            "account": row["account"],
-            "direction": "sent",
-            "from_addr": row["mail_from"],
-            "to_addrs": ctx.get("to", []),
-            "cc_addrs": ctx.get("cc", []),
-            "subject": ctx.get("subject"),
-            "date": when,
-            "related_type": ctx.get("related_type"),
-            "related_id": ctx.get("related_id"),
-            "size_bytes": len(data),
-            "attachments": ctx.get("attachments", []),
-            "eml_path": str(path.relative_to(ws.home)),
-            "delivery_key": row["delivery_key"],
-            "batch_id": ctx.get("batch_id"),
-            "eml_offset": None,
-            "eml_length": None,
-        },
-    )

@@ -228,23 +228,10 @@ class _Sender:
     ) -> None:
         if composed is None:
             assert error is not None
-            exc = error
-            self.result.errors.append(f"{d.key or ', '.join(d.to)}: {exc}")
-            self.result.counts["failed"] += 1
+            self.result.errors.append(f"{d.key or ', '.join(d.to)}: {error}")
             for addr in d.to:
-                journal.write(
-                    "log",
-                    self._row(
-                        journal,
-                        d,
-                        None,
-                        addr,
-                        "to",
-                        queued,
-                        "failed",
-                        Outcome("failed", "render", None, str(exc)),
-                    ),
-                )
+                out = Outcome("failed", "render", None, str(error))
+                self._log(journal, d, None, None, addr, "to", queued, "failed", out)
             return
         self.result.messages += 1
         pending = []
@@ -396,53 +383,12 @@ class _Sender:
 
     # -- records -------------------------------------------------------------------------
 
-    def _row(
-        self,
-        journal: Journal,
-        d: Delivery,
-        c: Composed | None,
-        addr: str,
-        role: str,
-        queued: Any,
-        status: str,
-        out: Outcome,
-        *,
-        subject: str | None = None,
-        attempt: int = 1,
-        ms: float | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "seq": journal.next_seq(),
-            "delivery_key": d.key,
-            "message_id": c.message_id if c else "",
-            "account": self.account.name,
-            "template": self.template.name,
-            "template_version": self.template.version,
-            "use_case": self.use_case,
-            "related_type": d.related[0] if d.related else None,
-            "related_id": str(d.related[1]) if d.related else None,
-            "recipient": addr,
-            "role": role,
-            "subject": subject,
-            "status": status,
-            "smtp_phase": out.phase,
-            "smtp_code": out.code,
-            "smtp_reply": out.reply[:1000] if out.reply else None,
-            "attempt": attempt,
-            "queued_at": queued,
-            "sent_at": utcnow() if status == "sent" else None,
-            "duration_ms": round(ms, 2) if ms is not None else None,
-            "size_bytes": c.size if c else None,
-            "next_attempt_at": None,
-        }
-
     def _log(
         self,
         journal: Journal,
         d: Delivery,
-        c: Composed,
-        subject: str,
+        c: Composed | None,
+        subject: str | None,
         addr: str,
         role: str,
         queued: Any,
@@ -453,10 +399,25 @@ class _Sender:
         ms: float | None = None,
         final: bool = True,
     ) -> None:
-        row = self._row(
-            journal, d, c, addr, role, queued, status, out, subject=subject, attempt=attempt, ms=ms
+        journal.log(
+            out,
+            status=status,
+            delivery_key=d.key,
+            message_id=c.message_id if c else "",
+            account=self.account.name,
+            template=self.template.name,
+            template_version=self.template.version,
+            use_case=self.use_case,
+            related_type=d.related[0] if d.related else None,
+            related_id=str(d.related[1]) if d.related else None,
+            recipient=addr,
+            role=role,
+            subject=subject,
+            attempt=attempt,
+            queued_at=queued,
+            duration_ms=round(ms, 2) if ms is not None else None,
+            size_bytes=c.size if c else None,
         )
-        journal.write("log", row)
         if final:
             self.result.counts[status] += 1
 
@@ -503,29 +464,22 @@ class _Sender:
     def _archive(self, journal: Journal, d: Delivery, c: Composed, subject: str) -> bool:
         if not self.account.sent_archiving:
             return False
-        when = utcnow()
-        aid = archive.archive_id(c.message_id, "sent", self.account.name)
-        row = {
-            "id": aid,
-            "message_id": c.message_id,
-            "account": self.account.name,
-            "direction": "sent",
-            "from_addr": self.account.from_address,
-            "to_addrs": list(d.to),
-            "cc_addrs": list(d.cc),
-            "subject": subject,
-            "date": when,
-            "related_type": d.related[0] if d.related else None,
-            "related_id": str(d.related[1]) if d.related else None,
-            "size_bytes": c.size,
-            "attachments": list(c.attachment_names),
-            "eml_path": "",
-            "delivery_key": d.key,
-            "batch_id": self.batch_id,
-        }
-        # The bytes first, then their row: a crash leaves at worst bytes without a row.
-        row["eml_path"], row["eml_offset"], row["eml_length"] = self.bundle.append(when, c.data)
-        journal.write("archive", row)
+        archive.record_sent(
+            journal,
+            self.bundle,
+            c.data,
+            message_id=c.message_id,
+            account=self.account.name,
+            from_addr=self.account.from_address,
+            to=list(d.to),
+            cc=list(d.cc),
+            subject=subject,
+            related_type=d.related[0] if d.related else None,
+            related_id=str(d.related[1]) if d.related else None,
+            attachments=list(c.attachment_names),
+            delivery_key=d.key,
+            batch_id=self.batch_id,
+        )
         return True
 
 

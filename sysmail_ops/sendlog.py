@@ -19,13 +19,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.store import utcnow
 from sysmail_ops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from sysmail_ops.transport import Outcome
 
 STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run")
 USE_CASES = (
@@ -133,6 +136,17 @@ class Journal:
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def log(self, out: Outcome, *, status: str | None = None, **fields: Any) -> None:
+        """Journal one send-log row: ``fields`` name its columns, ``out`` the server's answer."""
+        status = status or out.status
+        row = dict.fromkeys(LOG_COLUMNS)
+        row.update(fields)
+        row["batch_id"], row["seq"], row["status"] = self.batch_id, self.next_seq(), status
+        row["smtp_phase"], row["smtp_code"] = out.phase, out.code
+        row["smtp_reply"] = out.reply[:1000] if out.reply else None
+        row["sent_at"] = utcnow() if status == "sent" else None
+        self.write("log", row)
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
         """Record one row; it is in the kernel's hands when this returns."""
