@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sysmail_ops import accounts as accounts_mod
-from sysmail_ops import archive, queue, sendlog, templates
+from sysmail_ops import archive, deferred, sendlog, templates
 from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
 from sysmail_ops.errors import (
     InsecureAuthError,
@@ -447,7 +447,7 @@ class _Sender:
             "attachments": list(c.attachment_names),
             "smtputf8": c.needs_smtputf8,
         }
-        queue.enqueue(
+        deferred.enqueue(
             self.ws,
             journal,
             c.message_id,

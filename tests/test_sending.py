@@ -11,7 +11,7 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, archive, queue, sendlog, templates
+from sysmail_ops import accounts, archive, deferred, sendlog, templates
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
 from sysmail_ops.sending import SendOptions, send, send_batch
 from sysmail_ops.store import utcnow
@@ -166,20 +166,20 @@ def test_persistent_4xx_goes_to_the_queue_and_retry_deferred_delivers_once(
     )
     assert result.counts == {"deferred": 1}
     assert smtp_server.messages == []
-    (queued,) = queue.list_deferred(ws)
+    (queued,) = deferred.list_deferred(ws)
     assert queued["recipient"] == "eve@example.com" and queued["attempts"] == 3
     # a rerun of the same delivery does not send it while it waits in the queue
     send(ws, "service", "case-update", to="eve@example.com", record=RECORD, key="k1", options=FAST)
     assert smtp_server.messages == []
     # not due yet: nothing happens
-    assert queue.retry_deferred(ws).counts == {}
+    assert deferred.retry_deferred(ws).counts == {}
     smtp_server.fail_data_times = 0
-    later = utcnow() + queue.FIRST_RETRY * 2
-    assert queue.retry_deferred(ws, now=later).counts == {"sent": 1}
-    assert queue.retry_deferred(ws, now=later).counts == {}
+    later = utcnow() + deferred.FIRST_RETRY * 2
+    assert deferred.retry_deferred(ws, now=later).counts == {"sent": 1}
+    assert deferred.retry_deferred(ws, now=later).counts == {}
     (got,) = smtp_server.messages
     assert got.message["Message-ID"] == queued["message_id"]
-    assert queue.list_deferred(ws) == []
+    assert deferred.list_deferred(ws) == []
     statuses = list(log_rows(ws).status)
     assert statuses == ["deferred"] * 3 + ["skipped_duplicate", "sent"]
     assert len(archive.list_archive(ws)) == 1
@@ -190,10 +190,10 @@ def test_queue_gives_up_after_its_lifetime(
 ) -> None:
     smtp_server.fail_data_times = 100
     send(ws, "service", "case-update", to="eve@example.com", record=RECORD, options=FAST)
-    much_later = utcnow() + queue.LIFETIME * 2
-    result = queue.retry_deferred(ws, now=much_later)
+    much_later = utcnow() + deferred.LIFETIME * 2
+    result = deferred.retry_deferred(ws, now=much_later)
     assert result.counts == {"failed": 1}
-    assert queue.list_deferred(ws) == []
+    assert deferred.list_deferred(ws) == []
     last = log_rows(ws).iloc[-1]
     assert last.status == "failed" and "gave up after" in last.smtp_reply
 
@@ -231,7 +231,7 @@ def test_server_down_defers_the_whole_batch_quickly(
     records = [{"email": f"u{i}@example.com", "id": i, **RECORD} for i in range(5)]
     result = send_batch(ws, "service", "case-update", records, key_column="id", options=FAST)
     assert result.counts == {"deferred": 5}
-    assert len(queue.list_deferred(ws)) == 5
+    assert len(deferred.list_deferred(ws)) == 5
     assert set(log_rows(ws).smtp_phase) == {"connect"}
 
 
@@ -372,9 +372,9 @@ def test_log_summary_and_prune(
     assert summary.to_dict("records") == [
         {"account": "service", "status": "sent", "last_24h": 1, "last_7d": 1}
     ]
-    assert sendlog.prune(ws, utcnow() + queue.LIFETIME) == 1
+    assert sendlog.prune(ws, utcnow() + deferred.LIFETIME) == 1
     assert log_rows(ws).empty
-    assert archive.prune(ws, utcnow() + queue.LIFETIME) == 1
+    assert archive.prune(ws, utcnow() + deferred.LIFETIME) == 1
     assert archive.list_archive(ws).empty
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import queue, sending, sendlog
+from sysmail_ops import deferred, sending, sendlog
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json
 from sysmail_ops.compose import Attachment
@@ -174,7 +174,7 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    result = queue.retry_deferred(ws, lifetime=timedelta(hours=args.lifetime_hours))
+    result = deferred.retry_deferred(ws, lifetime=timedelta(hours=args.lifetime_hours))
     if args.json:
         print_json(
             {"batch_id": result.batch_id, "counts": dict(result.counts), "waiting": result.waiting}
