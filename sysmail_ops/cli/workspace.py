@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from sysmail_ops import demo
 from sysmail_ops.cli import accounts as accounts_cli
@@ -54,7 +57,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("Sending log (sysmail-ops logs summary):")
     logs_cli.cmd_summary(args)
     print()
-    print(f"Captured mail: {ws.mailbox_dir} (list it: sysmail-ops --home {ws.home} sink list)")
-    print(f"Keep the capture server running: sysmail-ops --home {ws.home} sink")
+    prog = _prog()
+    print(f"Captured mail: {ws.mailbox_dir} (list it: {prog} --home {ws.home} sink list)")
+    print(f"Keep the capture server running: {prog} --home {ws.home} sink")
     print("Notebooks: make lab (JupyterLab on notebooks/ with this workspace)")
     return 0
+
+
+def _prog() -> str:
+    """How the user called us, so the printed commands can be pasted (.venv/bin/...)."""
+    called = Path(sys.argv[0])
+    if called.name == "sysmail-ops" and called.exists():
+        rel = os.path.relpath(called)
+        return rel if not rel.startswith("..") else str(called)
+    return "sysmail-ops"
