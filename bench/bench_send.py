@@ -116,7 +116,7 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
         "shipped",
         Records(n),
         key_column="id",
-        options=SendOptions(per_connection=10_000, chunk=1000),
+        options=SendOptions(per_connection=10_000),
     )
     elapsed = time.perf_counter() - started
     assert result.counts == {"sent": n}, result.counts

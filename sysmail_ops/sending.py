@@ -63,7 +63,7 @@ class SendOptions:
     backoff: float = 2.0  # seconds before the second try; doubles each time
     per_connection: int = 100  # reconnect after this many messages
     timeout: float = 30.0
-    chunk: int = 1000  # deliveries between journal folds
+    chunk: int = 2000  # deliveries between journal folds (one store visit each)
     dry_run: bool = False
     progress: bool = False
 

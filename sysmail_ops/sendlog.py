@@ -112,7 +112,8 @@ def new_batch_id() -> str:
 
 
 def _encode(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+    """json's fallback: only values it cannot write itself (timestamps) come here."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 @dataclass
@@ -150,7 +151,7 @@ class Journal:
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
         """Record one row; it is in the kernel's hands when this returns."""
-        line = json.dumps({"k": kind, **{k: _encode(v) for k, v in row.items()}}, default=str)
+        line = json.dumps({"k": kind, **row}, default=_encode)
         with self._lock:
             os.write(self._fd, line.encode() + b"\n")
             self._pending += 1
