@@ -96,7 +96,8 @@ class Workspace:
                 f"no workspace at {path}: run `sysmail-ops init` "
                 f"(or point --home / {ENV_HOME} at an existing one)"
             )
-        ws.store.migrate()
+        if ws.store.migrate():  # an upgraded workspace also gets the built-in templates
+            templates.ensure_builtin(ws)
         return ws
 
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops import accounts
+from sysmail_ops import accounts, templates
 from sysmail_ops.errors import StoreBusyError, WorkspaceError
 from sysmail_ops.migrations import MIGRATIONS
 from sysmail_ops.workspace import Workspace
@@ -123,3 +123,17 @@ def test_cli_in_another_process_waits_for_the_lock(ws: Workspace) -> None:
     assert out.returncode == 0, out.stderr
     assert "0 of 10 system emails used" in out.stdout
     assert "lock" not in out.stderr.lower()
+
+
+def test_an_older_workspace_is_upgraded_on_open(tmp_path: Path) -> None:
+    ws, _ = Workspace.init(tmp_path / "ws")
+    last = MIGRATIONS[-1][0]
+    with ws.store.transaction() as con:  # make it look like a workspace from before the last one
+        con.execute("DELETE FROM templates")
+        con.execute("DELETE FROM schema_migrations WHERE version = ?", [last])
+        con.execute("ALTER TABLE archive DROP COLUMN eml_offset")
+        con.execute("ALTER TABLE archive DROP COLUMN eml_length")
+    upgraded = Workspace.open(ws.home)
+    assert upgraded.store.schema_version() == last
+    names = {t.name for t in templates.list_templates(upgraded)}
+    assert {"connection-test", "subscription-failure", "survey-reminder"} <= names
