@@ -230,3 +230,32 @@ def test_console_script_and_module_run() -> None:
     for cmd in ([exe, "--version"], [sys.executable, "-m", "sysmail_ops", "--version"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
         assert out.stdout.startswith("sysmail-ops ")
+
+
+def test_readme_python_examples_name_real_functions() -> None:
+    """Every `module.function` a README example calls on a sysmail_ops module exists."""
+    import ast
+    import importlib
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        modules: dict[str, object] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "sysmail_ops":
+                for alias in node.names:
+                    modules[alias.asname or alias.name] = (
+                        importlib.import_module(f"sysmail_ops.{alias.name}")
+                        if alias.name[0].islower()
+                        else None
+                    )
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and modules.get(node.value.id) is not None
+            ):
+                assert hasattr(modules[node.value.id], node.attr), f"{node.value.id}.{node.attr}"
