@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from sysmail_ops import compose as compose_mod
+from sysmail_ops import headers as headers_mod
 from sysmail_ops.accounts import check_address
 from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
 from sysmail_ops.errors import HeaderInjectionError, ValidationError
@@ -826,9 +826,9 @@ def test_address_shortcut_agrees_with_email_validator() -> None:
 
 
 def test_addresses_are_checked_once_per_string() -> None:
-    compose_mod._mailbox.cache_clear()
+    headers_mod.mailbox.cache_clear()
     for _ in range(50):
         build(to=["Alice <alice@example.org>"], cc=["carol@example.org"])
-    info = compose_mod._mailbox.cache_info()
+    info = headers_mod.mailbox.cache_info()
     assert info.misses == 3  # From, To, Cc
     assert info.hits == 147
