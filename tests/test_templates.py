@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sysmail_ops import templates
+from sysmail_ops import template_source, templates
 from sysmail_ops.cli import main
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
 from sysmail_ops.workspace import Workspace
@@ -355,13 +355,13 @@ def test_text_body_is_derived_once_at_save_and_stays_editable(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real = templates.html_to_text
+    real = template_source.html_to_text
 
     def counting(html: str) -> str:
         calls.append(html)
         return real(html)
 
-    monkeypatch.setattr(templates, "html_to_text", counting)
+    monkeypatch.setattr(template_source, "html_to_text", counting)
     t = templates.add_template(ws, "letter", object_type="case", subject="s", html=LETTER)
     assert t.text_derived and len(calls) == 1
     for token in ("{{ user_name }}", "{{ amount * 2 }}", '{{ note|default("_none_") }}'):
