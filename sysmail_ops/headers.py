@@ -14,6 +14,7 @@ import base64
 import binascii
 import codecs
 import email.header
+import email.policy
 import os
 import re
 import time

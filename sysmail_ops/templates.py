@@ -46,6 +46,7 @@ from sysmail_ops.template_source import (
     inline_rendered,
     one_line,
 )
+from sysmail_ops.template_source import html_to_text as html_to_text  # public API, re-exported
 
 if TYPE_CHECKING:
     from sysmail_ops.workspace import Workspace

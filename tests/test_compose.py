@@ -832,3 +832,16 @@ def test_addresses_are_checked_once_per_string() -> None:
     info = headers_mod.mailbox.cache_info()
     assert info.misses == 3  # From, To, Cc
     assert info.hits == 147
+
+
+def test_header_checks_work_when_nothing_else_loaded_the_email_package() -> None:
+    """headers.py must import what its checks use; a swallowed AttributeError would hide it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sysmail_ops.headers as h; "
+        "found = list(h._decodings('=?utf-8?q?a?=')); "
+        "assert '' not in found, found"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
