@@ -37,10 +37,10 @@ test-quick: setup
 lab: setup
 	SYSMAIL_HOME=$(DEMO_HOME) $(BIN)/jupyter lab notebooks/
 
-## bench: the benchmarks (needs `make system-deps` for Postfix's smtp-sink)
+## bench: the sending benchmark (needs Postfix's smtp-sink: apt-get install postfix)
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_send.py
 
 ## system-deps: the Debian packages the tests need (run as root)
 system-deps:
