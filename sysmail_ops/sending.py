@@ -234,22 +234,17 @@ class _Sender:
                 self._log(journal, d, None, None, addr, "to", queued, "failed", out)
             return
         self.result.messages += 1
-        pending = []
-        for addr, role in composed.recipients:
-            if addr in duplicates:
-                self._log(
-                    journal,
-                    d,
-                    composed,
-                    subject,
-                    addr,
-                    role,
-                    queued,
-                    "skipped_duplicate",
-                    Outcome("skipped_duplicate", None, None, "already delivered"),
-                )
-            else:
-                pending.append((addr, role))
+
+        def settle(pairs: Iterable[tuple[str, str]], status: str, out: Outcome) -> None:
+            for addr, role in pairs:
+                self._log(journal, d, composed, subject, addr, role, queued, status, out)
+
+        pending = [(a, r) for a, r in composed.recipients if a not in duplicates]
+        settle(
+            [(a, r) for a, r in composed.recipients if a in duplicates],
+            "skipped_duplicate",
+            Outcome("skipped_duplicate", None, None, "already delivered"),
+        )
         if not pending:
             return
         if self.opt.dry_run:
@@ -257,29 +252,11 @@ class _Sender:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(composed.data)
             self.result.preview_dir = str(path.parent)
-            for addr, role in pending:
-                self._log(
-                    journal, d, composed, subject, addr, role, queued, "dry_run", Outcome("dry_run")
-                )
+            settle(pending, "dry_run", Outcome("dry_run"))
             return
         if composed.needs_smtputf8 and not self._supports_smtputf8():
-            for addr, role in pending:
-                self._log(
-                    journal,
-                    d,
-                    composed,
-                    subject,
-                    addr,
-                    role,
-                    queued,
-                    "failed",
-                    Outcome(
-                        "failed",
-                        "mail",
-                        None,
-                        "an address needs SMTPUTF8, which the server does not offer",
-                    ),
-                )
+            why = "an address needs SMTPUTF8, which the server does not offer"
+            settle(pending, "failed", Outcome("failed", "mail", None, why))
             return
         self._deliver(journal, d, composed, subject, pending, queued)
 
