@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from sysmail_ops.errors import LimitError, NotFoundError, ValidationError
+from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
 from sysmail_ops.secrets import MASK, Secret, check_reference, resolve_reference
 from sysmail_ops.store import utcnow
 from sysmail_ops.transport import is_loopback
@@ -383,8 +384,29 @@ def set_archiving(
     return edit_account(ws, name, sent_archiving=sent, received_archiving=received)
 
 
+UsageCheck = Callable[[Workspace, str], list[str]]
+_USAGE_CHECKS: list[UsageCheck] = []
+
+
+def register_usage_check(fn: UsageCheck) -> UsageCheck:
+    """Register ``fn(ws, name) -> users`` (e.g. "subscription weekly-sales"); a decorator too.
+
+    ``remove_account`` refuses while any registered check names a user.
+    """
+    if fn not in _USAGE_CHECKS:
+        _USAGE_CHECKS.append(fn)
+    return fn
+
+
 def remove_account(ws: Workspace, name: str) -> None:
+    """Unbind a system email, unless a subscription, rule or campaign still sends through it."""
     get_account(ws, name)
+    from sysmail_ops.usage import load_user_modules  # they import this module
+
+    load_user_modules()
+    users = [user for check in list(_USAGE_CHECKS) for user in check(ws, name)]
+    if users:
+        raise InUseError(f"system email {name!r} is still used by {', '.join(users)}")
     with ws.store.transaction() as con:
         con.execute("DELETE FROM account_tests WHERE account = ?", [name])
         con.execute("DELETE FROM accounts WHERE name = ?", [name])

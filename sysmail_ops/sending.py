@@ -492,6 +492,27 @@ def send(
     return result
 
 
+def send_deliveries(
+    ws: Workspace,
+    account: str,
+    template: str,
+    deliveries: Sequence[Delivery],
+    *,
+    use_case: str = "manual",
+    options: SendOptions | None = None,
+) -> SendResult:
+    """Send prepared deliveries (each its own recipients, record, attachments, images).
+
+    For callers that build messages themselves (subscriptions, rules, campaigns).
+    Every delivery is rendered and composed first, so bad input raises before
+    anything is sent or written.
+    """
+    sender = _Sender(ws, account, template, use_case=use_case, options=options or SendOptions())
+    for d in deliveries:
+        sender.prepare(d)
+    return sender.run(deliveries, total=len(deliveries))
+
+
 def records_to_deliveries(
     records: Iterable[Mapping[str, Any]],
     *,

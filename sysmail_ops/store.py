@@ -114,7 +114,7 @@ class Store:
                 " name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
             done = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
-            for version, name, sql in MIGRATIONS:
+            for version, name, sql in sorted(MIGRATIONS):
                 if version in done:
                     continue
                 con.execute(sql)

@@ -441,6 +441,9 @@ def remove_template(ws: Workspace, name: str) -> None:
         raise ValidationError(
             f"{name!r} is a built-in template the toolkit sends itself: edit it instead"
         )
+    from sysmail_ops.usage import load_user_modules  # they import this module
+
+    load_user_modules()
     users = [user for check in list(_USAGE_CHECKS) for user in check(ws, name)]
     if users:
         raise InUseError(f"template {name!r} is still used by {', '.join(users)}")
