@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-USER_MODULES = ("sysmail_ops.subscriptions", "sysmail_ops.rules", "sysmail_ops.campaigns")
+USER_MODULES = ("sysmail_ops.subscriptions", "sysmail_ops.workflows", "sysmail_ops.campaigns")
 
 
 def load_user_modules() -> None:
