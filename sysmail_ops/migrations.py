@@ -140,4 +140,57 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE archive ADD COLUMN eml_length BIGINT;
         """,
     ),
+    (
+        5,
+        "report subscriptions, their slot claims and run history",
+        """
+        CREATE TABLE subscriptions (
+            name VARCHAR PRIMARY KEY,
+            notebook VARCHAR NOT NULL,
+            recipients VARCHAR NOT NULL,
+            cron VARCHAR NOT NULL,
+            timezone VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            template VARCHAR NOT NULL,
+            owner VARCHAR NOT NULL,
+            parameters VARCHAR NOT NULL,
+            formats VARCHAR[] NOT NULL,
+            tables VARCHAR[],
+            skip_if_empty BOOLEAN NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            timeout DOUBLE NOT NULL,
+            description VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE subscription_claims (
+            subscription VARCHAR NOT NULL,
+            slot TIMESTAMP NOT NULL,
+            claimed_at TIMESTAMP NOT NULL,
+            claimed_by VARCHAR NOT NULL,
+            finished_at TIMESTAMP,
+            PRIMARY KEY (subscription, slot)
+        );
+        CREATE TABLE subscription_runs (
+            id VARCHAR PRIMARY KEY,
+            subscription VARCHAR NOT NULL,
+            slot TIMESTAMP NOT NULL,
+            parameters VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            kernel_seconds DOUBLE,
+            execute_seconds DOUBLE,
+            output_path VARCHAR,
+            error VARCHAR,
+            failing_cell INTEGER,
+            row_count BIGINT,
+            recipients INTEGER NOT NULL,
+            delivered INTEGER,
+            deferred INTEGER,
+            failed INTEGER,
+            trigger VARCHAR NOT NULL
+        );
+        """,
+    ),
 ]

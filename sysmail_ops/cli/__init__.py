@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sysmail_ops import __version__
-from sysmail_ops.cli import accounts, logs, sending, sink, templates, workspace
+from sysmail_ops.cli import accounts, logs, sending, sink, subscriptions, templates, workspace
 from sysmail_ops.errors import SysmailError
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (workspace, accounts, templates, sending, logs, sink)
+GROUPS = (workspace, accounts, templates, sending, logs, sink, subscriptions)
 
 
 def build_parser() -> argparse.ArgumentParser:
