@@ -193,4 +193,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        8,
+        "campaigns: follow-ups and satisfaction surveys, and who each was sent to",
+        """
+        CREATE TABLE campaigns (
+            name VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            template VARCHAR NOT NULL,
+            reminder_template VARCHAR,
+            settings VARCHAR NOT NULL,
+            description VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE campaign_members (
+            campaign VARCHAR NOT NULL,
+            contact VARCHAR NOT NULL,
+            email VARCHAR NOT NULL,
+            record VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            token_expires_at TIMESTAMP,
+            added_at TIMESTAMP NOT NULL,
+            sent_at TIMESTAMP,
+            reminded_at TIMESTAMP,
+            reminder_status VARCHAR,
+            PRIMARY KEY (campaign, contact)
+        );
+        """,
+    ),
 ]
