@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
+from datetime import timedelta
 from typing import Any
 
-from sysmail_ops import accounts, conntest, sending, templates
+from sysmail_ops import accounts, conntest, sending, sendlog, templates
 from sysmail_ops.errors import NotFoundError, SysmailError
 from sysmail_ops.secrets import Secret
 from sysmail_ops.sink import CaptureSink, ensure_certificate
@@ -139,4 +140,60 @@ def run(
             related=("approval", "AP-7"), key="demo-approval-AP-7",
         )  # fmt: skip
         out(f"approval notice via workflow: {notice.summary()}")
+        _report_subscriptions(ws, out)
     return ws
+
+
+DEMO_SUBSCRIPTIONS: list[dict[str, Any]] = [
+    {
+        "name": "weekly-delivery",
+        "notebook": "delivery_report",
+        "parameters": {"days": 7},
+        "recipients": [ADMIN_ADDRESS, "ops@example.com"],
+        "formats": ["html_body"],
+        "description": "Delivery of every system email over the last week",
+    },
+    {
+        "name": "weekly-pipeline",
+        "notebook": "sales_pipeline",
+        "parameters": {"region": "EMEA"},
+        "recipients": [
+            "ana@example.com",
+            "bo@example.com",
+            {"address": "li@example.com", "parameters": {"region": "APAC"}},
+        ],
+        "formats": ["html_body", "xlsx"],
+        "description": "Open sales pipeline of the recipient's region",
+    },
+]
+
+
+def _report_subscriptions(ws: Workspace, out: Callable[[str], object]) -> None:
+    """Subscribe both bundled reports, then run the next Monday-08:00 slot as cron would."""
+    from sysmail_ops import subscription_runs, subscriptions  # papermill loads only here
+
+    for spec in DEMO_SUBSCRIPTIONS:
+        try:
+            subscriptions.get_subscription(ws, spec["name"])
+        except NotFoundError:
+            subscriptions.add_subscription(
+                ws, **spec, cron="0 8 * * mon", timezone="Europe/Berlin",
+                account="reports", owner=ADMIN_ADDRESS,
+            )  # fmt: skip
+            out(f"subscribed {spec['name']}: {spec['notebook']} to {len(spec['recipients'])}")
+    first = subscriptions.get_subscription(ws, DEMO_SUBSCRIPTIONS[0]["name"])
+    slot = subscriptions.next_runs(first, 1)[0]
+    now = slot + timedelta(minutes=5)
+    out(f"subscriptions run-due --now {now:%Y-%m-%dT%H:%MZ} (as cron would, 5 min after the slot)")
+    for result in subscription_runs.run_due(ws, now=now, workers=2):
+        out(f"  {result.summary()}")
+    runs = subscription_runs.list_runs(ws, limit=10)
+    out("run history (sysmail-ops subscriptions runs):")
+    for r in runs.itertuples():
+        seconds = f"kernel {r.kernel_seconds:.1f} s + run {r.execute_seconds:.1f} s"
+        out(f"  {r.subscription} {r.parameters} {r.status}: {r.delivered} delivered, {seconds}")
+    mails = sendlog.list_logs(ws, account="reports", limit=None)
+    mails = mails[mails["use_case"] == "report_subscription"]
+    out(f"report mails in the sending log ({len(mails)}):")
+    for m in mails.itertuples():
+        out(f"  {m.status:<17} {m.recipient:<20} {m.subject}")

@@ -190,7 +190,11 @@ def _recipients(args: argparse.Namespace) -> list[dict[str, Any]] | None:
             addr = rec.get("email")
             if not isinstance(addr, str) or not addr.strip():
                 raise ValidationError(f"{args.recipients_file}: row {n} has no 'email'")
-            params = {k: v for k, v in rec.items() if k != "email" and v not in (None, "")}
+            params = {
+                k: _value(v) if isinstance(v, str) else v
+                for k, v in rec.items()
+                if k != "email" and v not in (None, "")
+            }
             out.append({"address": addr.strip(), "parameters": params})
     return out
 
