@@ -194,6 +194,51 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        6,
+        "workflow notification rules, the events received and the role directory",
+        """
+        CREATE TABLE workflow_rules (
+            name VARCHAR PRIMARY KEY,
+            flow_type VARCHAR NOT NULL,
+            flow_name VARCHAR NOT NULL,
+            event VARCHAR NOT NULL,
+            condition VARCHAR,
+            account VARCHAR NOT NULL,
+            template VARCHAR NOT NULL,
+            recipients VARCHAR[] NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            description VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE workflow_events_seq START 1;
+        CREATE TABLE workflow_events (
+            id BIGINT NOT NULL DEFAULT nextval('workflow_events_seq') PRIMARY KEY,
+            event_id VARCHAR,
+            flow_type VARCHAR,
+            flow_name VARCHAR,
+            event VARCHAR,
+            object_type VARCHAR,
+            object_id VARCHAR,
+            occurred_at TIMESTAMP,
+            received_at TIMESTAMP NOT NULL,
+            source VARCHAR,
+            record VARCHAR,
+            status VARCHAR NOT NULL,
+            matched_rules VARCHAR[] NOT NULL,
+            error VARCHAR,
+            sends VARCHAR NOT NULL
+        );
+        CREATE INDEX workflow_events_event_id ON workflow_events (event_id);
+        CREATE TABLE role_directory (
+            role VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            address VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
+    (
         8,
         "campaigns: follow-ups and satisfaction surveys, and who each was sent to",
         """
