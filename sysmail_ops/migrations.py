@@ -239,6 +239,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        7,
+        "workspace settings, the suppression list and survey responses",
+        """
+        CREATE TABLE settings (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE suppression (
+            address VARCHAR PRIMARY KEY,
+            reason VARCHAR NOT NULL,
+            source VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE survey_responses (
+            campaign VARCHAR NOT NULL,
+            contact VARCHAR NOT NULL,
+            email VARCHAR NOT NULL,
+            score INTEGER NOT NULL,
+            comment VARCHAR,
+            answers INTEGER NOT NULL,
+            first_answered_at TIMESTAMP NOT NULL,
+            answered_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (campaign, contact)
+        );
+        """,
+    ),
+    (
         8,
         "campaigns: follow-ups and satisfaction surveys, and who each was sent to",
         """
