@@ -64,3 +64,7 @@ class SMTPError(SysmailError):
 
 class HeaderInjectionError(ValidationError):
     """A header value from data carried a line break (plain or RFC 2047-encoded)."""
+
+
+class ReportError(SysmailError):
+    """A report notebook's executed output cannot be read or rendered."""
