@@ -1,0 +1,436 @@
+"""Post-action notifications end to end: rules, events, real aiosmtpd server, real store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import bind
+from smtp_testserver import SMTPTestServer
+
+from sysmail_ops import accounts, archive, directory, sendlog, templates, workflows
+from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
+from sysmail_ops.sending import SendOptions
+from sysmail_ops.workspace import Workspace
+
+FAST = SendOptions(backoff=0.01, max_attempts=1)
+
+
+@pytest.fixture
+def setup(ws: Workspace, smtp_server: SMTPTestServer) -> Workspace:
+    """A workflow-notification account, two approval templates and a finance role."""
+    bind(ws, smtp_server, "workflow", kind="workflow_notification")
+    templates.add_template(
+        ws,
+        "approval-granted",
+        object_type="approval",
+        subject="Approved: {{ request }}",
+        html="<p>{{ approver }} approved <b>{{ request }}</b> ({{ object_id }}).</p>",
+    )
+    templates.add_template(
+        ws,
+        "approval-rejected",
+        object_type="approval",
+        subject="Rejected: {{ request }}",
+        html="<p>{{ approver }} rejected <b>{{ request }}</b>.</p>",
+    )
+    directory.add_entry(ws, "finance", "Fay Finance", "fay@example.com")
+    directory.add_entry(ws, "finance", "Finn Finance", "finn@example.com")
+    return ws
+
+
+def rule(ws: Workspace, name: str, **kw: Any) -> workflows.Rule:
+    spec: dict[str, Any] = {
+        "flow_type": "approval_flow",
+        "flow_name": "travel",
+        "event": "approved",
+        "account": "workflow",
+        "template": "approval-granted",
+        "recipients": ["field:applicant_email"],
+    }
+    spec.update(kw)
+    return workflows.add_rule(ws, name, **spec)
+
+
+def event(eid: str = "ev-1", **kw: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "id": eid,
+        "flow_type": "approval_flow",
+        "flow_name": "travel",
+        "event": "approved",
+        "object_type": "approval",
+        "object_id": f"AP-{eid}",
+        "occurred_at": "2026-11-28T10:00:00+01:00",
+        "record": {
+            "applicant_email": "eve@example.com",
+            "request": "Travel to Lyon",
+            "approver": "Ana",
+            "amount": 1200,
+        },
+    }
+    record = kw.pop("record", None)
+    ev.update(kw)
+    if record is not None:
+        ev["record"] = {**ev["record"], **record}
+    return ev
+
+
+def received(server: SMTPTestServer) -> list[tuple[str, str]]:
+    return sorted((m.rcpt_tos[0], str(m.message["Subject"])) for m in server.messages)
+
+
+# --- matching -----------------------------------------------------------------------------
+
+
+def test_rules_match_on_flow_type_flow_name_and_event(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    ws = setup
+    rule(ws, "travel-approved", recipients=["field:applicant_email"])
+    rule(ws, "any-approved", flow_name="*", recipients=["audit@example.com"])
+    rule(ws, "travel-rejected", event="rejected", template="approval-rejected")
+    rule(ws, "business-approved", flow_type="business_flow", recipients=["biz@example.com"])
+
+    results = workflows.notify_many(
+        ws,
+        [
+            event("1"),
+            event("2", flow_name="purchase"),
+            event("3", event="rejected"),
+            event("4", event="node_entered"),
+            event("5", flow_type="business_flow"),
+        ],
+        options=FAST,
+    )
+    assert [r.matched for r in results] == [
+        ["any-approved", "travel-approved"],
+        ["any-approved"],
+        ["travel-rejected"],
+        [],
+        ["business-approved"],
+    ]
+    assert [r.status for r in results] == ["notified"] * 3 + ["no_match", "notified"]
+    assert received(smtp_server) == [
+        ("audit@example.com", "Approved: Travel to Lyon"),
+        ("audit@example.com", "Approved: Travel to Lyon"),
+        ("biz@example.com", "Approved: Travel to Lyon"),
+        ("eve@example.com", "Approved: Travel to Lyon"),
+        ("eve@example.com", "Rejected: Travel to Lyon"),
+    ]
+    assert results[0].sends[1] == workflows.SendStatus(
+        "travel-approved", "eve@example.com", "event:1:rule:travel-approved:eve@example.com", "sent"
+    )
+    log = sendlog.list_logs(ws, limit=None)
+    assert set(log["use_case"]) == {"approval_flow", "business_flow"}
+    row = log[log["delivery_key"] == "event:1:rule:travel-approved:eve@example.com"].iloc[0]
+    assert (row["related_type"], row["related_id"], row["status"]) == ("approval", "AP-1", "sent")
+
+
+def test_paused_rule_matches_nothing_until_resumed(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "travel-approved")
+    workflows.pause_rule(setup, "travel-approved")
+    assert workflows.notify(setup, event("1"), options=FAST).status == "no_match"
+    workflows.resume_rule(setup, "travel-approved")
+    assert workflows.notify(setup, event("1"), options=FAST).status == "notified"
+    assert len(smtp_server.messages) == 1
+
+
+def test_conditions_select_events_and_a_missing_field_is_that_events_error(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "big", condition="amount > 1000 and currency in ['EUR', 'USD']")
+    results = workflows.notify_many(
+        setup,
+        [
+            event("small", record={"amount": 500, "currency": "EUR"}),
+            event("big", record={"amount": 5000, "currency": "EUR"}),
+            event("yen", record={"amount": 5000, "currency": "JPY"}),
+            event("nocur", record={"amount": 5000}),
+            event("text", record={"amount": "lots", "currency": "EUR"}),
+        ],
+        options=FAST,
+    )
+    assert [r.status for r in results] == ["no_match", "notified", "no_match", "error", "error"]
+    assert results[3].error == "rule big: condition: field `currency` is missing from the record"
+    assert "'>' not supported" in (results[4].error or "")
+    assert len(smtp_server.messages) == 1
+
+
+def test_recipients_fixed_field_and_role_deduplicated(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(
+        setup,
+        "everyone",
+        recipients=["boss@example.com", "field:applicant_email", "field:watchers", "role:finance"],
+    )
+    res = workflows.notify(
+        setup,
+        event("1", record={"watchers": ["Eve@example.com", "wat@example.org"]}),
+        options=FAST,
+    )
+    assert res.status == "notified", res.error
+    assert sorted(s.recipient for s in res.sends) == [
+        "boss@example.com",
+        "eve@example.com",
+        "fay@example.com",
+        "finn@example.com",
+        "wat@example.org",
+    ]
+    assert sorted(r for r, _ in received(smtp_server)) == sorted(s.recipient for s in res.sends)
+    # each recipient gets a message of their own: nobody sees the others' addresses
+    assert all(str(m.message["To"]).count("@") == 1 for m in smtp_server.messages)
+
+
+def test_redelivered_event_mails_nobody_twice(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "travel-approved", recipients=["field:applicant_email", "role:finance"])
+    first = workflows.notify(setup, event("AP-7"), options=FAST)
+    again = workflows.notify(setup, event("AP-7"), options=FAST)
+    again_batch = workflows.notify_many(setup, [event("AP-7"), event("AP-7")], options=FAST)
+    assert len(smtp_server.messages) == 3
+    assert {s.status for s in first.sends} == {"sent"}
+    assert {s.status for s in again.sends} == {"skipped_duplicate"}
+    assert again.status == "notified"
+    assert {s.status for r in again_batch for s in r.sends} == {"skipped_duplicate"}
+    log = sendlog.list_logs(setup, limit=None)
+    assert (log["status"] == "sent").sum() == 3
+    assert (log["status"] == "skipped_duplicate").sum() == 9
+    rows = workflows.list_events(setup, event_id="AP-7")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"notified"}
+
+
+def test_bad_events_in_a_batch_do_not_stop_the_others(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "travel-approved")
+    bad_address = event("bad-addr", record={"applicant_email": "not-an-address"})
+    no_address = event("no-addr", record={"applicant_email": ""})
+    no_field = event("no-field")
+    del no_field["record"]["applicant_email"]
+    no_template_field = event("no-tpl-field")
+    del no_template_field["record"]["approver"]
+    missing = event("missing")
+    del missing["object_id"]
+    results = workflows.notify_many(
+        setup,
+        [
+            event("good-1"),
+            bad_address,
+            no_address,
+            no_field,
+            no_template_field,
+            missing,
+            event("weird-flow", flow_type="approval"),
+            event("extra", recrod={}),
+            event("when", occurred_at="yesterday"),
+            ["not", "a", "mapping"],  # type: ignore[list-item]
+            event("good-2", record={"applicant_email": "zoe@example.net"}),
+        ],
+        options=FAST,
+    )
+    errors = {r.event_id: r.error or "" for r in results if r.status == "error"}
+    assert set(errors) == {
+        "bad-addr", "no-addr", "no-field", "no-tpl-field", "missing", "weird-flow", "extra",
+        "when", None,
+    }  # fmt: skip
+    assert errors["bad-addr"].startswith("rule travel-approved: field `applicant_email`")
+    assert "not valid" in errors["bad-addr"]
+    assert errors["no-addr"] == "rule travel-approved: field `applicant_email` holds no address: ''"
+    assert errors["no-field"] == (
+        "rule travel-approved: field `applicant_email` is missing from the record"
+    )
+    assert errors["no-tpl-field"] == (
+        "rule travel-approved: template approval-granted needs `approver`, missing from the record"
+    )
+    assert errors["missing"] == "event is missing object_id"
+    assert errors["weird-flow"] == (
+        "unknown flow type 'approval': choose one of workflow, approval_flow, business_flow"
+    )
+    assert errors["extra"].startswith("unknown event field(s) recrod")
+    assert "not an ISO 8601 time" in errors["when"]
+    assert errors[None] == "an event must be a JSON object, got list"
+    assert received(smtp_server) == [
+        ("eve@example.com", "Approved: Travel to Lyon"),
+        ("zoe@example.net", "Approved: Travel to Lyon"),
+    ]
+    rows = workflows.list_events(setup, limit=None)
+    assert len(rows) == 11
+    by_id = {r["event_id"]: r for r in rows}
+    assert by_id["missing"]["status"] == "error" and by_id["missing"]["flow_name"] == "travel"
+    assert by_id["good-2"]["sends"][0]["status"] == "sent"
+    assert by_id["good-2"]["occurred_at"].isoformat() == "2026-11-28T09:00:00"
+    assert [r["event_id"] for r in workflows.list_events(setup, status="error")].count(None) == 1
+
+
+def test_smtp_refusal_is_a_failed_event_and_the_rest_go_out(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "travel-approved")
+    smtp_server.reject_rcpt = {"gone@example.com": "550 5.1.1 no such user"}
+    results = workflows.notify_many(
+        setup,
+        [event("1", record={"applicant_email": "gone@example.com"}), event("2")],
+        options=FAST,
+    )
+    assert [r.status for r in results] == ["failed", "notified"]
+    assert results[0].sends[0].status == "failed"
+    assert workflows.list_events(setup, status="failed")[0]["event_id"] == "1"
+
+
+def test_event_and_record_fields_reach_the_template(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    templates.add_template(
+        setup,
+        "flow-notice",
+        object_type="approval",
+        subject="{{ flow_name }} {{ event }} for {{ object_type }} {{ object_id }}",
+        html="<p>{{ event_id }} at {{ occurred_at }}</p>",
+    )
+    rule(setup, "notice", template="flow-notice")
+    workflows.notify(setup, workflows.Event.from_dict(event("E9")), options=FAST)
+    (msg,) = smtp_server.messages
+    assert msg.message["Subject"] == "travel approved for approval AP-E9"
+    assert "E9 at 2026-11-28T09:00:00" in msg.message.get_body(("html",)).get_content()
+
+
+# --- archiving ----------------------------------------------------------------------------
+
+
+def test_workflow_notices_are_logged_but_not_archived_unless_switched_on(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    assert accounts.get_account(setup, "workflow").sent_archiving is False
+    rule(setup, "travel-approved")
+    workflows.notify(setup, event("1"), options=FAST)
+    assert len(sendlog.list_logs(setup, status="sent")) == 1
+    assert archive.list_archive(setup).empty
+    accounts.set_archiving(setup, "workflow", sent=True)
+    workflows.notify(setup, event("2"), options=FAST)
+    entries = archive.list_archive(setup, related="approval:AP-2")
+    assert len(entries) == 1 and entries.iloc[0]["account"] == "workflow"
+    assert len(sendlog.list_logs(setup, status="sent")) == 2
+
+
+# --- rules: saving, editing, usage --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"flow_type": "approval"}, "unknown flow type 'approval'"),
+        ({"flow_name": " "}, "flow name must not be empty"),
+        ({"event": "a\nb"}, "event must be one line"),
+        ({"account": "nope"}, "no system email named 'nope'"),
+        ({"template": "nope"}, "no template named 'nope'"),
+        ({"recipients": ["eve@"]}, "is not valid"),
+        ({"recipients": ["field:first-name"]}, "is not a field name"),
+        ({"recipients": ["role:legal"]}, "no one holds role 'legal'"),
+        ({"recipients": []}, "at least one recipient"),
+        ({"recipients": ["a@example.com", "A@example.com"]}, "listed twice"),
+        ({"condition": "amount >"}, "does not parse"),
+        ({"condition": "__import__('os').system('id')"}, "function calls are not allowed"),
+        ({"condition": "record.__class__"}, "attribute access are not allowed"),
+    ],
+)
+def test_bad_rules_are_refused_and_write_nothing(
+    setup: Workspace, change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SysmailError, match=re.escape(message)):
+        rule(setup, "r1", **change)
+    assert workflows.list_rules(setup) == []
+
+
+def test_rule_names_are_unique_and_edit_is_checked(setup: Workspace) -> None:
+    rule(setup, "r1", condition="amount > 1")
+    with pytest.raises(ValidationError, match="already exists"):
+        rule(setup, "r1")
+    with pytest.raises(ValidationError, match="unknown flow type"):
+        workflows.edit_rule(setup, "r1", flow_type="nope")
+    with pytest.raises(ValidationError, match="cannot edit colour"):
+        workflows.edit_rule(setup, "r1", colour="red")
+    edited = workflows.edit_rule(
+        setup, "r1", flow_name="*", condition="", recipients=["role:finance"]
+    )
+    assert (edited.flow_name, edited.condition, edited.recipients) == ("*", None, ("role:finance",))
+    assert workflows.get_rule(setup, "r1") == edited
+    workflows.remove_rule(setup, "r1")
+    with pytest.raises(NotFoundError, match="no rule named 'r1'"):
+        workflows.get_rule(setup, "r1")
+
+
+def test_removing_an_account_or_template_a_rule_uses_is_refused(setup: Workspace) -> None:
+    rule(setup, "approval-granted-notice")
+    with pytest.raises(InUseError, match="still used by rule approval-granted-notice"):
+        templates.remove_template(setup, "approval-granted")
+    with pytest.raises(InUseError, match="still used by rule approval-granted-notice"):
+        accounts.remove_account(setup, "workflow")
+    templates.remove_template(setup, "approval-rejected")  # unused: fine
+    workflows.remove_rule(setup, "approval-granted-notice")
+    templates.remove_template(setup, "approval-granted")
+    accounts.remove_account(setup, "workflow")
+
+
+# --- the role directory -------------------------------------------------------------------
+
+
+def test_directory_add_list_remove(setup: Workspace) -> None:
+    assert [(e.role, e.name) for e in directory.list_entries(setup)] == [
+        ("finance", "Fay Finance"),
+        ("finance", "Finn Finance"),
+    ]
+    with pytest.raises(ValidationError, match=r"already lists fay@example\.com"):
+        directory.add_entry(setup, "finance", "Fay again", "FAY@example.com")
+    with pytest.raises(ValidationError, match="is not valid"):
+        directory.add_entry(setup, "legal", "Lee", "lee@")
+    with pytest.raises(ValidationError, match="role 'le gal'"):
+        directory.add_entry(setup, "le gal", "Lee", "lee@example.com")
+    rule(setup, "to-finance", recipients=["role:finance"])
+    assert directory.remove_entry(setup, "finance", "FAY@example.com") == 1
+    with pytest.raises(InUseError, match="role finance would be empty but is still used by rule"):
+        directory.remove_entry(setup, "finance")
+    with pytest.raises(NotFoundError, match="does not list"):
+        directory.remove_entry(setup, "finance", "nobody@example.com")
+    workflows.remove_rule(setup, "to-finance")
+    assert directory.remove_entry(setup, "finance") == 1
+    assert directory.list_entries(setup) == []
+
+
+def test_directory_import_from_a_dataframe_and_a_csv(setup: Workspace, tmp_path: Any) -> None:
+    frame = pd.DataFrame(
+        {
+            "role": ["finance", "finance", "legal", "legal"],
+            "name": ["Fay F.", "Finn Finance", "Lee", "Lee"],
+            "email": ["fay@example.com", "finn@example.com", "lee@example.com", "lee@example.com"],
+        }
+    )
+    result = directory.import_entries(setup, frame)
+    assert (result.added, result.updated, result.unchanged) == (1, 1, 1)
+    assert directory.roles(setup) == {
+        "finance": ["fay@example.com", "finn@example.com"],
+        "legal": ["lee@example.com"],
+    }
+    bad = tmp_path / "people.csv"
+    bad.write_text(
+        "role,name,address\nhr,Hal,hal@example.com\nhr,,hil@example.com\nhr,Hu,hu@\n"
+        "legal,Leo,lee@example.com\n"
+    )
+    with pytest.raises(ValidationError) as info:
+        directory.import_entries(setup, str(bad))
+    message = str(info.value)
+    assert "row 2: name must not be empty" in message and "row 3: address" in message
+    assert message.endswith("nothing was imported")
+    assert "hr" not in directory.roles(setup)
+    good = tmp_path / "good.csv"
+    good.write_text("role,name,address\nhr,Hal,hal@example.com\n")
+    assert directory.import_entries(setup, str(good)).added == 1
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("role,who\nhr,x\n")
+    with pytest.raises(ValidationError, match="needs the column"):
+        directory.import_entries(setup, str(nocol))
