@@ -2,8 +2,9 @@
 
 The HTML is what a mail client can show in a message body:
 
-- no code, no prompts: nbconvert's small ``basic`` template with the inputs
-  excluded, cells without visible output left out, then a tiny stylesheet
+- no code, no prompts: nbconvert with a template of our own (one element
+  per output, no wrappers; inputs, errors and stderr left out), cells
+  without visible output dropped, then a tiny stylesheet
   inlined into ``style`` attributes with ``css-inline`` (mail clients drop
   ``<style>`` blocks); it is a fragment (a ``<div>``) to put in a template;
 - images become ``<img src="cid:chart-N@report">`` with the PNG in
@@ -23,6 +24,7 @@ import copy
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,7 @@ def _to_cid(nb: Any, out: ReportOutput) -> list[tuple[str, bytes]]:
             files.append((f"chart-{n}.{subtype}", blob))
             alt = html.escape(str(data.get("text/plain", "chart")).strip("<>"), quote=True)
             o["data"] = {"text/html": f'<p><img src="cid:{cid}" alt="{alt}"></p>'}
-            o.pop("metadata", None)
+            o["metadata"] = {}
     return files
 
 
@@ -140,21 +142,53 @@ def _visible_cells(nb: Any) -> None:
     nb.cells = cells
 
 
+# nbconvert template: one element per output, no wrappers, no inputs, no errors, no stderr.
+_TEMPLATE = """\
+{%- extends 'base/display_priority.j2' -%}
+{%- block markdowncell scoped %}
+{{ cell.source | markdown2html }}
+{%- endblock markdowncell -%}
+{%- block input_group -%}{%- endblock input_group -%}
+{%- block execute_result scoped -%}
+{%- block data_priority scoped -%}{{ super() }}{%- endblock data_priority -%}
+{%- endblock execute_result -%}
+{%- block stream_stdout %}
+<pre>{{ output.text | ansi2html }}</pre>
+{%- endblock stream_stdout -%}
+{%- block stream_stderr -%}{%- endblock stream_stderr -%}
+{%- block error -%}{%- endblock error -%}
+{%- block data_html %}
+{{ output.data['text/html'] }}
+{%- endblock data_html -%}
+{%- block data_markdown %}
+{{ output.data['text/markdown'] | markdown2html }}
+{%- endblock data_markdown -%}
+{%- block data_text %}
+<pre>{{ output.data['text/plain'] | ansi2html }}</pre>
+{%- endblock data_text -%}
+"""
+_ANCHOR = re.compile(r'<a class="anchor-link" href="#[^"]*">[^<]*</a>')
+
+
 def _export(nb: Any) -> str:
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
         template_name="basic",
+        template_file="report_mail.html.j2",
+        extra_loaders=[DictLoader({"report_mail.html.j2": _TEMPLATE})],
         exclude_input=True,
         exclude_input_prompt=True,
         exclude_output_prompt=True,
-        anchor_link_text="",
     )
     body, _ = exporter.from_notebook_node(nb)
-    return str(body)
+    return _ANCHOR.sub("", str(body)).strip()
 
 
-def render_report(executed_notebook: str | Path, run_dir: str | Path) -> ReportOutput:
+def render_report(
+    executed_notebook: str | Path, run_dir: str | Path, *, title: str | None = None
+) -> ReportOutput:
     """Render an executed report for mail; keep ``report.html`` and its images in ``run_dir``."""
     import css_inline
     import nbformat
@@ -178,7 +212,7 @@ def render_report(executed_notebook: str | Path, run_dir: str | Path) -> ReportO
     page = out.html
     for image in out.images:
         page = page.replace(f'src="cid:{image.cid}"', f'src="{image.filename}"')
-    title = html.escape(path.stem)
+    title = html.escape(title or path.stem)
     out.html_path = folder / "report.html"
     out.html_path.write_text(
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'

@@ -61,7 +61,7 @@ def by_stage(opps: pd.DataFrame) -> pd.DataFrame:
     )
     out = out.reindex(list(STAGES), fill_value=0).reset_index()
     out["stage"] = out["stage"].astype(str)
-    return out.round({"amount_eur": 0, "weighted_eur": 0})
+    return out.astype({"amount_eur": "int64", "weighted_eur": "int64"})
 
 
 def by_owner(opps: pd.DataFrame) -> pd.DataFrame:
@@ -78,4 +78,4 @@ def by_owner(opps: pd.DataFrame) -> pd.DataFrame:
         .sort_values("amount_eur", ascending=False)
         .reset_index()
     )
-    return out.round({"amount_eur": 0, "weighted_eur": 0})
+    return out.astype({"amount_eur": "int64", "weighted_eur": "int64"})
