@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sysmail_ops.errors import SecretKeyError, ValidationError
 
@@ -47,6 +49,7 @@ class SecretBox:
 
     def __init__(self, key: bytes | None, origin: str):
         self._fernet = Fernet(key) if key else None
+        self._key = key
         self.origin = origin
 
     def __repr__(self) -> str:
@@ -89,6 +92,13 @@ class SecretBox:
                 "(or run `sysmail-ops init` for a new one and enter the stored passwords again)"
             )
         return self._fernet
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose (HKDF-SHA256): the workspace key signs nothing itself."""
+        self._require()
+        assert self._key is not None
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+        return hkdf.derive(self._key)
 
     def encrypt(self, secret: Secret) -> str:
         return self._require().encrypt(secret.reveal().encode()).decode("ascii")

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sysmail_ops import accounts as accounts_mod
-from sysmail_ops import archive, deferred, sendlog, templates
+from sysmail_ops import archive, deferred, sendlog, suppression, templates
 from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
 from sysmail_ops.errors import (
     InsecureAuthError,
@@ -53,6 +53,10 @@ class Delivery:
     related: tuple[str, str] | None = None
     attachments: Sequence[Attachment] = ()
     inline_images: Sequence[InlineImage] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra headers, checked for CR/LF
+    # A personal unsubscribe link (``surveys.unsubscribe_url``): List-Unsubscribe with it and
+    # the account's mailto; List-Unsubscribe-Post (RFC 8058 one-click) when it is https.
+    unsubscribe_url: str | None = None
 
 
 @dataclass
@@ -81,6 +85,24 @@ class SendResult:
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
         return f"batch {self.batch_id}: " + ", ".join(parts)
+
+
+def personal_unsubscribe(url: str, account: accounts_mod.Account) -> dict[str, str]:
+    """List-Unsubscribe (the link, then the account's mailto) and, for https, one-click POST."""
+    if not isinstance(url, str):
+        raise ValidationError(f"unsubscribe_url must be text, got {type(url).__name__}")
+    url = url.strip()
+    if not url.startswith(("https://", "http://")) or len(url) > 2000:
+        raise ValidationError(f"unsubscribe_url must be an http(s) URL, got {url[:60]!r}")
+    if any(c.isspace() or c in "<>," or not c.isprintable() for c in url):
+        raise ValidationError("unsubscribe_url must not contain spaces, line breaks, commas or <>")
+    links = [f"<{url}>"]
+    if account.unsubscribe_mailto:
+        links.append(f"<mailto:{account.unsubscribe_mailto}?subject=unsubscribe>")
+    headers = {"List-Unsubscribe": ", ".join(links)}
+    if url.startswith("https://"):  # RFC 8058: one-click only for an https URI
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
 
 
 class _ConnectionDown(Exception):
@@ -121,6 +143,27 @@ class _Sender:
             60.0 / self.account.rate_limit_per_minute if self.account.rate_limit_per_minute else 0
         )
         self.extra_headers = self._list_unsubscribe()
+        # Loaded once per batch: the send loop tests membership without visiting the store.
+        self.suppressed = (
+            suppression.suppressed_set(ws) if use_case in suppression.USE_CASES else frozenset()
+        )
+
+    def _headers(self, d: Delivery) -> Mapping[str, str]:
+        """The account's extra headers, then the delivery's own (which win)."""
+        if not d.headers and d.unsubscribe_url is None:
+            return self.extra_headers
+        merged = {k.lower(): (k, v) for k, v in self.extra_headers.items()}
+        for k, v in d.headers.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"header names must be text, got {type(k).__name__}")
+            merged[k.lower()] = (k, v)
+        if d.unsubscribe_url is not None:
+            if "list-unsubscribe" in {k.lower() for k in d.headers}:
+                raise ValidationError("give either unsubscribe_url or a List-Unsubscribe header")
+            merged.pop("list-unsubscribe-post", None)
+            for k, v in personal_unsubscribe(d.unsubscribe_url, self.account).items():
+                merged[k.lower()] = (k, v)
+        return dict(merged.values())
 
     def _list_unsubscribe(self) -> dict[str, str]:
         a = self.account
@@ -153,7 +196,7 @@ class _Sender:
             html=rendered.html,
             attachments=d.attachments,
             inline_images=d.inline_images,
-            extra_headers=self.extra_headers,
+            extra_headers=self._headers(d),
         )
         return composed, rendered.subject
 
@@ -245,6 +288,12 @@ class _Sender:
             "skipped_duplicate",
             Outcome("skipped_duplicate", None, None, "already delivered"),
         )
+        if self.suppressed:
+            listed = [(a, r) for a, r in pending if suppression.matches(self.suppressed, a)]
+            if listed:
+                on_list = Outcome("suppressed", None, None, "on the suppression list")
+                settle(listed, "suppressed", on_list)
+                pending = [p for p in pending if p not in listed]
         if not pending:
             return
         if self.opt.dry_run:
@@ -476,15 +525,29 @@ def send(
     related: tuple[str, str] | None = None,
     key: str | None = None,
     options: SendOptions | None = None,
+    headers: Mapping[str, str] | None = None,
+    unsubscribe_url: str | None = None,
 ) -> SendResult:
     """Send one templated message through one system email.
 
     Bad input (unknown account or template, a missing field, an invalid
     address, CR/LF in a header) raises before anything is sent or written.
+    For marketing, follow-up and survey sends a recipient on the suppression
+    list is not mailed but logged ``suppressed``.
     """
     recipients = [to] if isinstance(to, str) else list(to)
     delivery = Delivery(
-        recipients, record, cc, bcc, reply_to, key, related, attachments, inline_images
+        recipients,
+        record,
+        cc,
+        bcc,
+        reply_to,
+        key,
+        related,
+        attachments,
+        inline_images,
+        headers=dict(headers or {}),
+        unsubscribe_url=unsubscribe_url,
     )
     sender = _Sender(ws, account, template, use_case=use_case, options=options or SendOptions())
     sender.prepare(delivery)  # raise on bad input before a journal exists

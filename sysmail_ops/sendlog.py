@@ -30,7 +30,7 @@ from sysmail_ops.workspace import Workspace
 if TYPE_CHECKING:
     from sysmail_ops.transport import Outcome
 
-STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run")
+STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run", "suppressed")
 USE_CASES = (
     "manual",
     "system",

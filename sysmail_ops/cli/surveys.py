@@ -1,0 +1,117 @@
+"""`sysmail-ops surveys ...` (answers and links) and `sysmail-ops serve` (the web endpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+
+from sysmail_ops import settings, surveys, web
+from sysmail_ops.cli.common import open_workspace
+from sysmail_ops.cli.logs import _records
+from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("surveys", help="satisfaction-survey answers and personal links")
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rsp = acts.add_parser(
+        "respond", help="record an answer for a survey link's token (a second one updates it)"
+    )
+    rsp.add_argument("token", help="the token of the survey link (the part after /survey/)")
+    rsp.add_argument("--score", required=True, help="1 (very dissatisfied) to 5 (very satisfied)")
+    rsp.add_argument("--comment", help="optional free text")
+    rsp.add_argument("--json", action="store_true", help="print JSON")
+    rsp.set_defaults(handler=cmd_respond)
+    ls = acts.add_parser("responses", help="the answers to one campaign, newest first")
+    ls.add_argument("campaign")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=cmd_responses)
+    lk = acts.add_parser(
+        "link", help="make one person's survey and unsubscribe links (to test the endpoint)"
+    )
+    lk.add_argument("--campaign", help="campaign name the answer counts for")
+    lk.add_argument("--contact", help="contact id (default: the address)")
+    lk.add_argument("--email", required=True, help="the person's address")
+    lk.add_argument("--json", action="store_true", help="print JSON")
+    lk.set_defaults(handler=cmd_link)
+
+    s = sub.add_parser(
+        "serve", help="the web endpoint of survey and unsubscribe links (RFC 8058 one-click)"
+    )
+    s.add_argument("--host", default=web.DEFAULT_HOST, help=f"address ({web.DEFAULT_HOST})")
+    s.add_argument("--port", type=int, default=web.DEFAULT_PORT, help=f"port ({web.DEFAULT_PORT})")
+    s.set_defaults(handler=cmd_serve)
+
+
+def cmd_respond(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    got = surveys.record_survey_response(ws, args.token, args.score, args.comment)
+    if args.json:
+        print_json(asdict(got) | {"updated": got.updated})
+        return 0
+    what = "updated" if got.updated else "recorded"
+    about = f" to {got.campaign}" if got.campaign else ""
+    print(f"{what} {got.contact}'s answer{about}: {got.score}")
+    return 0
+
+
+def cmd_responses(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    df = surveys.responses(ws, args.campaign)
+    if args.json:
+        print_json(_records(df))
+        return 0
+    rows = [
+        [
+            r["contact"],
+            r["email"],
+            r["score"],
+            r["answers"],
+            r["answered_at"].strftime("%Y-%m-%d %H:%M"),
+            (r["comment"] or "").replace("\n", " ")[:40],
+        ]
+        for r in _records(df)
+    ]
+    print_table(rows, ["CONTACT", "EMAIL", "SCORE", "TIMES", "ANSWERED (UTC)", "COMMENT"])
+    return 0
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    token = surveys.make_token(
+        ws,
+        purpose="survey",
+        campaign=args.campaign,
+        contact=args.contact or args.email,
+        email=args.email,
+    )
+    links = surveys.survey_links(ws, token)
+    unsubscribe = surveys.unsubscribe_url(ws, args.email, args.campaign)
+    if args.json:
+        print_json({"token": token, "survey_links": links, "unsubscribe_url": unsubscribe})
+        return 0
+    print_fields([*((f"score {n}", url) for n, url in links.items()), ("unsubscribe", unsubscribe)])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
+    )
+    server = web.make_server(ws, args.host, args.port)
+    base = settings.get_setting(ws, "public_base_url")
+    print(f"serving survey and unsubscribe links on {server.url} (Ctrl-C stops)", flush=True)
+    print(f"links in mail point at {base} (sysmail-ops settings set public_base_url ...)")
+    hint = settings.url_hint(str(base))
+    if hint:
+        warn(hint)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
