@@ -14,11 +14,15 @@ importing this module (as the subscription code does) stays cheap.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -45,6 +49,7 @@ __all__ = [
 DEFAULT_KERNEL = "python3"
 OUTPUT_NAME = "report.ipynb"
 SOURCE_EXCERPT = 300  # characters of the failing cell's source kept in a ReportRun
+ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's banner cells around an error
 
 
 def bundled_reports_dir() -> Path:
@@ -141,9 +146,9 @@ def kernel_python(kernel_name: str = DEFAULT_KERNEL) -> str:
 
 @dataclass(frozen=True)
 class FailingCell:
-    """Where a report failed: cell index in the executed notebook, prompt number, source."""
+    """Where a report failed: the cell's place in the report notebook, its prompt number, source."""
 
-    index: int
+    index: int  # 0-based, in the notebook as written (papermill's added cells not counted)
     execution_count: int | None
     source: str  # the first SOURCE_EXCERPT characters
     ename: str = ""
@@ -186,13 +191,35 @@ def _timings(nb_path: Path) -> tuple[float | None, float | None]:
     return round(kernel, 3), None if execute is None else round(execute, 3)
 
 
-def _last_started_cell(nb_path: Path) -> FailingCell | None:
-    """The cell that was running when execution stopped (a timeout, a dead kernel)."""
+def _tags(cell: dict[str, Any]) -> list[str]:
+    tags: list[str] = cell.get("metadata", {}).get("tags", [])
+    return tags
+
+
+def _source_cells(nb_path: Path) -> list[dict[str, Any]]:
+    """The executed notebook's cells without papermill's additions, i.e. the report's cells."""
     try:
         nb = json.loads(nb_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    cells = nb.get("cells", [])
+        return []
+    added = {"injected-parameters", ERROR_MARKER_TAG}
+    return [c for c in nb.get("cells", []) if not added & set(_tags(c))]
+
+
+def _source_index(nb_path: Path, papermill_index: int) -> int:
+    """papermill counts its injected-parameters cell; the author's notebook does not have it."""
+    try:
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return papermill_index
+    cells = [c for c in nb.get("cells", []) if ERROR_MARKER_TAG not in _tags(c)]
+    injected = [i for i, c in enumerate(cells) if "injected-parameters" in _tags(c)]
+    return papermill_index - sum(1 for i in injected if i < papermill_index)
+
+
+def _last_started_cell(nb_path: Path) -> FailingCell | None:
+    """The cell that was running when execution stopped (a timeout, a dead kernel)."""
+    cells = _source_cells(nb_path)
     started = [
         i
         for i, c in enumerate(cells)
@@ -245,6 +272,29 @@ def execute_report(
     return _run(path, folder, params, kernel, timeout, start_timeout)
 
 
+@contextmanager
+def _thread_loop() -> Iterator[None]:
+    """In a worker thread, close the event loop papermill makes there (else its sockets leak)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # called from async code: papermill runs on its own task runner
+        yield
+        return
+    if threading.current_thread() is threading.main_thread():
+        yield
+        return
+    from jupyter_core.utils import ensure_event_loop
+
+    loop = ensure_event_loop()  # the loop papermill's run_sync will use in this thread
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 def _run(
     path: Path,
     folder: Path,
@@ -260,23 +310,25 @@ def _run(
     run = ReportRun(False, out_nb, parameters=params)
     began = time.monotonic()
     try:
-        pm.execute_notebook(
-            str(path),
-            str(out_nb),
-            parameters=params,
-            kernel_name=kernel,
-            log_output=False,
-            progress_bar=False,
-            cwd=str(folder),
-            start_timeout=start_timeout,
-            execution_timeout=timeout,
-            shutdown_kernel="immediate",  # every output is in; a graceful stop costs ~0.5-1 s
-        )
+        with _thread_loop():
+            pm.execute_notebook(
+                str(path),
+                str(out_nb),
+                parameters=params,
+                kernel_name=kernel,
+                log_output=False,
+                progress_bar=False,
+                cwd=str(folder),
+                start_timeout=start_timeout,
+                execution_timeout=timeout,
+                shutdown_kernel="immediate",  # every output is in; a graceful stop costs ~0.5-1 s
+            )
     except PapermillExecutionError as exc:
+        index = _source_index(out_nb, exc.cell_index)
         run.failing_cell = FailingCell(
-            exc.cell_index, exc.exec_count, _excerpt(exc.source), exc.ename, exc.evalue
+            index, exc.exec_count, _excerpt(exc.source), exc.ename, exc.evalue
         )
-        run.error = f"cell {exc.cell_index} (In [{exc.exec_count}]): {exc.ename}: {exc.evalue}"
+        run.error = f"cell {index} (In [{exc.exec_count}]): {exc.ename}: {exc.evalue}"
     except TimeoutError:  # nbclient's CellTimeoutError
         run.failing_cell = cell = _last_started_cell(out_nb)
         where = f"cell {cell.index} (In [{cell.execution_count}])" if cell else "a cell"
