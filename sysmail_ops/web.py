@@ -117,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------
 
+    def version_string(self) -> str:
+        return self.server_version  # not the Python version
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.client_address[0], redact(format % args))
 
