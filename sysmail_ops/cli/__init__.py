@@ -11,11 +11,35 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sysmail_ops import __version__
-from sysmail_ops.cli import accounts, logs, sending, sink, subscriptions, templates, workspace
+from sysmail_ops.cli import (
+    accounts,
+    logs,
+    sending,
+    settings,
+    sink,
+    subscriptions,
+    suppress,
+    surveys,
+    templates,
+    workflows,
+    workspace,
+)
 from sysmail_ops.errors import SysmailError
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (workspace, accounts, templates, sending, logs, sink, subscriptions)
+GROUPS = (
+    workspace,
+    accounts,
+    templates,
+    sending,
+    logs,
+    sink,
+    subscriptions,
+    suppress,
+    surveys,
+    settings,
+    workflows,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
