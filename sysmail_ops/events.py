@@ -126,7 +126,8 @@ class EventResult:
     def summary(self) -> str:
         who = self.event_id or self.source
         if self.error:
-            return f"{who}: {self.status}: {self.error}"
+            where = f" ({self.source})" if self.event_id else ""
+            return f"{who}{where}: {self.status}: {self.error}"
         if not self.matched:
             return f"{who}: matched no rule"
         sends = ", ".join(f"{s.rule} -> {s.recipient} {s.status}" for s in self.sends)
@@ -169,19 +170,16 @@ def parse_lines(lines: Iterable[str | bytes], source: str) -> Iterator[Intake]:
         try:
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            yield Intake(where, error=f"{where}: not UTF-8 text")
+            yield Intake(where, error="not UTF-8 text")
             continue
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield Intake(where, error=f"{where}: not valid JSON: {exc.msg}")
+            yield Intake(where, error=f"not valid JSON: {exc.msg}")
             continue
-        got = intake(data, where)
-        if got.error:
-            got.error = f"{where}: {got.error}"
-        yield got
+        yield intake(data, where)
 
 
 def raw_id(raw: Mapping[str, Any] | None) -> str | None:
