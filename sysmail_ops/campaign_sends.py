@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from sysmail_ops import accounts, templates
+from sysmail_ops import accounts, settings, surveys, templates
 from sysmail_ops import campaign_members as members_mod
 from sysmail_ops.campaign_members import Member
 from sysmail_ops.errors import ValidationError
@@ -180,8 +181,41 @@ def _needed(ws: Workspace, c: Campaign, *, reminder: bool) -> dict[str, frozense
 # --- one recipient ------------------------------------------------------------------------
 
 
+def survey_token(
+    ws: Workspace, campaign: str, contact: str, email: str, expires: datetime | None
+) -> str:
+    """A contact's survey token; the same one again from the same stored expiry."""
+    return surveys.make_token(
+        ws, purpose="survey", campaign=campaign, contact=contact, email=email, expires_at=expires
+    )
+
+
+class Links:
+    """The personal links of one batch's mails, with ``public_base_url`` read once.
+
+    ``surveys.survey_links`` / ``survey_url`` / ``unsubscribe_url`` read the
+    setting per call, one store visit each, three per recipient; these make
+    the same URLs (a test compares them) without visiting the store.
+    """
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.base = str(settings.get_setting(ws, "public_base_url"))
+
+    def unsubscribe(self, email: str, campaign: str) -> str:
+        token = surveys.make_token(
+            self.ws, purpose="unsubscribe", campaign=campaign, contact=email, email=email
+        )
+        return f"{self.base}/unsubscribe/{token}"
+
+    def survey(self, token: str) -> tuple[str, dict[int, str]]:
+        """The survey page (no score chosen) and score -> link."""
+        page = f"{self.base}/survey/{quote(token, safe='')}"
+        return page, {n: f"{page}?score={n}" for n in surveys.SCORES}
+
+
 def _delivery(
-    ws: Workspace,
+    links: Links,
     c: Campaign,
     contact: str,
     email: str,
@@ -190,18 +224,12 @@ def _delivery(
     expires: datetime | None,
 ) -> Delivery:
     """The personal message: campaign fields, the contact's, and the recipient's own links."""
-    from sysmail_ops import surveys
-
     values = c.fields_for(record)
-    unsubscribe = surveys.unsubscribe_url(ws, email, campaign=c.name)
+    unsubscribe = links.unsubscribe(email, c.name)
     values["unsubscribe_url"] = unsubscribe
     if c.kind == "survey":
-        token = surveys.make_token(
-            ws, purpose="survey", campaign=c.name, contact=contact, email=email, expires_at=expires
-        )
-        links = surveys.survey_links(ws, token)
-        values["survey_links"] = links
-        values["survey_url"] = surveys.survey_url(ws, token)
+        token = survey_token(links.ws, c.name, contact, email, expires)
+        values["survey_url"], values["survey_links"] = links.survey(token)
     return Delivery(
         [email], values, key=key, related=("campaign", c.name), unsubscribe_url=unsubscribe
     )
@@ -209,9 +237,7 @@ def _delivery(
 
 def _options(options: SendOptions | None, dry_run: bool, progress: bool) -> SendOptions:
     opts = options or SendOptions()
-    opts.dry_run = dry_run or opts.dry_run
-    opts.progress = progress or opts.progress
-    return opts
+    return replace(opts, dry_run=dry_run or opts.dry_run, progress=progress or opts.progress)
 
 
 def _result(
@@ -243,7 +269,6 @@ def send_campaign(
     before anything is sent or written. A rerun mails only those not yet
     mailed; ``dry_run`` writes ``.eml`` previews and records no members.
     """
-    from sysmail_ops import settings
     from sysmail_ops.campaigns import get_campaign
 
     c = get_campaign(ws, name)
@@ -254,7 +279,7 @@ def send_campaign(
     plan: list[tuple[_Contact, datetime | None]] = []
     quiet: list[_Contact] = []
     days = int(settings.get_setting(ws, "survey_token_days")) if c.kind == "survey" else 0
-    fresh = now + timedelta(days=days) if c.kind == "survey" else None
+    fresh = (now + timedelta(days=days)).replace(microsecond=0) if c.kind == "survey" else None
     if c.kind == "survey":
         quiet_days = int(settings.get_setting(ws, "survey_quiet_days"))
         recent = (
@@ -279,9 +304,10 @@ def send_campaign(
             mailed.add(addr)
         keep = m is not None and m.token_expires_at is not None and m.token_expires_at > now
         plan.append((p, m.token_expires_at if keep and m else fresh))
+    links = Links(ws)
     deliveries = [
         _delivery(
-            ws, c, p.contact, p.email, p.record, members_mod.delivery_key(c.name, p.contact), exp
+            links, c, p.contact, p.email, p.record, members_mod.delivery_key(c.name, p.contact), exp
         )
         for p, exp in plan
     ]
@@ -326,7 +352,6 @@ def remind_campaign(
     (``responded``), was mailed too recently (``not_due``) or holds an expired
     token (``expired``).
     """
-    from sysmail_ops import surveys
     from sysmail_ops.campaigns import get_campaign
 
     c = get_campaign(ws, name)
@@ -374,9 +399,10 @@ def remind_campaign(
             f"template {template!r} needs fields the contacts lack: "
             + "; ".join(problems[:MAX_PROBLEMS])
         )
+    links = Links(ws)
     deliveries = [
         _delivery(
-            ws,
+            links,
             c,
             m.contact,
             m.email,
@@ -411,7 +437,6 @@ def campaign_stats(ws: Workspace, name: str) -> CampaignStats:
     Only answers of contacts the survey was delivered to count (a link from a
     dry-run preview does not).
     """
-    from sysmail_ops import surveys
     from sysmail_ops.campaigns import get_campaign
 
     c = get_campaign(ws, name)
@@ -448,5 +473,8 @@ def campaign_stats(ws: Workspace, name: str) -> CampaignStats:
 
 def recipients(ws: Workspace, name: str) -> Sequence[Member]:
     """The campaign's members with what became of their mail (reconciled with the log)."""
+    from sysmail_ops.campaigns import get_campaign
+
+    get_campaign(ws, name)
     members_mod.reconcile(ws, name)
     return list(members_mod.members(ws, name).values())

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from sysmail_ops import __version__
 from sysmail_ops.cli import (
     accounts,
+    campaigns,
     logs,
     sending,
     settings,
@@ -35,6 +36,7 @@ GROUPS = (
     logs,
     sink,
     subscriptions,
+    campaigns,
     suppress,
     surveys,
     settings,
