@@ -30,6 +30,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from sysmail_ops.errors import ValidationError
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -59,7 +61,7 @@ def row_count(n: int) -> None:
     """How many rows the report covers; 0 lets a *skip if empty* subscription skip the mail."""
     count = int(n)
     if count < 0:
-        raise ValueError(f"row_count must be 0 or more, got {n!r}")
+        raise ValidationError(f"row_count must be 0 or more, got {n!r}")
     _publish(
         {"kind": "row_count", "visible": False, "value": count},
         {"text/plain": f"row count: {count}"},
@@ -72,7 +74,7 @@ def table(name: str, df: pd.DataFrame, *, show: bool = True, index: bool = False
     ``name`` becomes the attachment's file name, so it is letters, digits, ``_`` and ``-``.
     """
     if not name or not all(c.isalnum() or c in "_-" for c in name) or not name.isascii():
-        raise ValueError(f"table name {name!r} must be letters, digits, '_' or '-'")
+        raise ValidationError(f"table name {name!r} must be letters, digits, '_' or '-'")
     data = df.to_json(orient="table", index=index, date_format="iso")
     shown: dict[str, Any] = {"text/plain": f"table {name}: {len(df)} rows"}
     if show:

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from nbformat.v4 import new_code_cell, new_notebook
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import reports, sales, sending, templates
+from sysmail_ops import reportkit, reports, sales, sending, templates
 from sysmail_ops.compose import Attachment
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.reports import ReportRun
@@ -161,6 +161,16 @@ def test_the_default_kernel_is_this_environment() -> None:
     assert reports.kernel_python() == sys.executable
     with pytest.raises(ValidationError, match="no Jupyter kernel named 'nope'"):
         reports.kernel_python("nope")
+
+
+def test_reportkit_refuses_bad_declarations() -> None:
+    """Checked before anything is published (so this runs outside a kernel too)."""
+    df = pd.DataFrame({"a": [1]})
+    for name in ("", "two words", "../up", "naïve", "a.csv"):
+        with pytest.raises(ValidationError, match="must be letters, digits"):
+            reportkit.table(name, df)
+    with pytest.raises(ValidationError, match="row_count must be 0 or more, got -1"):
+        reportkit.row_count(-1)
 
 
 def test_bad_input_gives_a_failed_run_and_writes_nothing(tmp_path: Path) -> None:
