@@ -37,9 +37,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     if new:
         print(f"suppressed {entry.address} ({entry.reason})")
     else:
-        print(
-            f"{entry.address} was already suppressed ({entry.reason}, {entry.created_at:%Y-%m-%d})"
-        )
+        since = f"{entry.created_at:%Y-%m-%d}"
+        print(f"{entry.address} was already suppressed ({entry.reason}, since {since})")
     return 0
 
 
