@@ -434,3 +434,32 @@ def test_directory_import_from_a_dataframe_and_a_csv(setup: Workspace, tmp_path:
     nocol.write_text("role,who\nhr,x\n")
     with pytest.raises(ValidationError, match="needs the column"):
         directory.import_entries(setup, str(nocol))
+
+
+# --- the demo the integrator wires into `sysmail-ops demo` ---------------------------------
+
+
+def test_demo_notifies_approval_events_once_even_when_run_twice(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    bind(ws, smtp_server, "workflow", kind="workflow_notification")
+    lines: list[str] = []
+    results = workflows.demo(ws, "workflow", lines.append)
+    assert [r.status for r in results] == [
+        "notified", "notified", "notified", "notified", "error", "no_match",
+    ]  # fmt: skip
+    assert {s.status for s in results[3].sends} == {"skipped_duplicate"}
+    assert "applicant_email` is missing" in (results[4].error or "")
+    assert received(smtp_server) == [
+        ("bob@example.org", "Not approved: Travel to Oslo"),
+        ("eve@example.com", "Approved: Travel to Lyon"),
+        ("fay@example.com", "Approved over 1,000 EUR: Travel to Lyon"),
+        ("zoe@example.net", "Approved: Train to Bonn"),
+    ]
+    assert any("demo-AP-104" in line and "error" in line for line in lines)
+    assert any(line.startswith("rule approval-finance:") for line in lines)
+    again: list[str] = []
+    workflows.demo(ws, "workflow", again.append)
+    assert len(smtp_server.messages) == 4
+    assert not any(line.startswith("rule ") for line in again)
+    assert len(workflows.list_events(ws, limit=None)) == 12
