@@ -192,18 +192,22 @@ def _field_addresses(rule: Rule, name: str, ctx: Mapping[str, Any]) -> list[str]
 
 
 def _statuses(ws: Workspace, batches: Sequence[str]) -> dict[tuple[str, str], str]:
-    """(key, recipient) -> the last status the send log holds for it in these batches."""
+    """(key, recipient) -> what became of its first delivery in these batches.
+
+    That is its last status other than ``skipped_duplicate`` (a deferred try
+    then sent says ``sent``); when every row is a skip, it was delivered before.
+    A repeat of the pair in the same batch (an event given twice) is a skip.
+    """
     if not batches:
         return {}
     with ws.store.connect() as con:
         rows = con.execute(
-            "SELECT delivery_key, recipient, status FROM send_log "
-            "WHERE list_contains(?, batch_id) "
-            "QUALIFY row_number() OVER (PARTITION BY delivery_key, recipient "
-            "ORDER BY batch_id DESC, seq DESC) = 1",
+            "SELECT delivery_key, recipient, arg_max(status, seq) FILTER "
+            "(status != 'skipped_duplicate') FROM send_log WHERE list_contains(?, batch_id) "
+            "GROUP BY delivery_key, recipient",
             [list(batches)],
         ).fetchall()
-    return {(k, r.lower()): s for k, r, s in rows}
+    return {(k, r.lower()): s or "skipped_duplicate" for k, r, s in rows}
 
 
 def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
@@ -232,11 +236,13 @@ def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
         for n, message in errors.items():
             results[n].status, results[n].error = "error", message
     statuses = _statuses(notifier.ws, batches)
+    seen: set[tuple[str, str]] = set()
     for rule, items in by_rule.values():
         for n, d in items:
             assert d.key is not None
-            addr = d.to[0]
-            status = statuses.get((d.key, addr.lower()), "not sent")
+            addr, pair = d.to[0], (d.key, d.to[0].lower())
+            status = "skipped_duplicate" if pair in seen else statuses.get(pair, "not sent")
+            seen.add(pair)
             results[n].sends.append(SendStatus(rule.name, addr, d.key, status))
     for res in results:
         if res.status != "error" and res.matched:

@@ -203,6 +203,9 @@ def test_redelivered_event_mails_nobody_twice(
     assert (log["status"] == "skipped_duplicate").sum() == 9
     rows = workflows.list_events(setup, event_id="AP-7")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"notified"}
+    twice = workflows.notify_many(setup, [event("AP-8"), event("AP-8")], options=FAST)
+    assert len(smtp_server.messages) == 6
+    assert [{s.status for s in r.sends} for r in twice] == [{"sent"}, {"skipped_duplicate"}]
 
 
 def test_bad_events_in_a_batch_do_not_stop_the_others(
@@ -281,6 +284,32 @@ def test_smtp_refusal_is_a_failed_event_and_the_rest_go_out(
     assert [r.status for r in results] == ["failed", "notified"]
     assert results[0].sends[0].status == "failed"
     assert workflows.list_events(setup, status="failed")[0]["event_id"] == "1"
+
+
+def test_a_deferred_send_is_a_deferred_event_and_is_not_sent_again(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    rule(setup, "travel-approved")
+    smtp_server.fail_data_times = 1
+    first = workflows.notify(setup, event("1"), options=FAST)
+    assert (first.status, first.sends[0].status) == ("deferred", "deferred")
+    assert smtp_server.messages == []
+    again = workflows.notify(setup, event("1"), options=FAST)  # waiting in the retry queue
+    assert again.sends[0].status == "skipped_duplicate" and smtp_server.messages == []
+
+
+def test_an_account_that_cannot_log_in_fails_its_rules_events_only(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    bind(setup, smtp_server, "broken", kind="workflow_notification", password="wrong-password")
+    rule(setup, "via-broken", account="broken", recipients=["audit@example.com"])
+    rule(setup, "via-workflow")
+    results = workflows.notify_many(setup, [event("1"), event("2")], options=FAST)
+    assert [r.status for r in results] == ["error", "error"]
+    assert all((r.error or "").startswith("rule via-broken: ") for r in results)
+    assert "535" in (results[0].error or "") and "wrong-password" not in str(results)
+    assert [s.status for s in results[0].sends] == ["not sent", "sent"]
+    assert received(smtp_server) == [("eve@example.com", "Approved: Travel to Lyon")] * 2
 
 
 def test_event_and_record_fields_reach_the_template(
