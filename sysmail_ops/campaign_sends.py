@@ -54,9 +54,9 @@ class CampaignResult:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> contact ids
 
     def summary(self) -> str:
-        parts = [f"{n} {s}" for s, n in sorted(self.counts.items())]
+        parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nobody to mail"]
         parts += [f"{len(v)} skipped ({why})" for why, v in self.skipped.items() if v]
-        return f"campaign {self.campaign} {self.action}: " + (", ".join(parts) or "nobody to mail")
+        return f"campaign {self.campaign} {self.action}: " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
