@@ -307,6 +307,8 @@ def _run(
     from papermill.exceptions import PapermillExecutionError
 
     out_nb = folder / OUTPUT_NAME
+    for stale in [out_nb, folder / "report.html", *folder.glob("chart-*.*")]:
+        stale.unlink(missing_ok=True)  # a rerun into the same folder must not show old outputs
     run = ReportRun(False, out_nb, parameters=params)
     began = time.monotonic()
     try:
