@@ -37,10 +37,11 @@ test-quick: setup
 lab: setup
 	SYSMAIL_HOME=$(DEMO_HOME) $(BIN)/jupyter lab notebooks/
 
-## bench: the sending benchmark (needs Postfix's smtp-sink: apt-get install postfix)
+## bench: the sending and subscription benchmarks (need Postfix's smtp-sink: apt-get install postfix)
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/bench_send.py
+	$(BIN)/python bench/bench_subscriptions.py
 
 ## system-deps: the Debian packages the tests need (run as root)
 system-deps:
