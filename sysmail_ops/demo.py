@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
-from sysmail_ops import accounts, conntest, sending, sendlog, templates
+from sysmail_ops import accounts, campaigns, conntest, sending, sendlog, templates, workflows
 from sysmail_ops.errors import NotFoundError, SysmailError
 from sysmail_ops.secrets import Secret
 from sysmail_ops.sink import CaptureSink, ensure_certificate
@@ -140,6 +140,11 @@ def run(
             related=("approval", "AP-7"), key="demo-approval-AP-7",
         )  # fmt: skip
         out(f"approval notice via workflow: {notice.summary()}")
+        out("\nApproval-flow events (sysmail-ops notify):")
+        workflows.demo(ws, "workflow", out)
+        out("\nSatisfaction survey (sysmail-ops campaigns send):")
+        campaigns.demo(ws, "service", out)
+        out("\nReport subscriptions:")
         _report_subscriptions(ws, out)
     return ws
 

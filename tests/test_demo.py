@@ -28,13 +28,19 @@ def test_demo_binds_tests_sends_and_is_safe_to_rerun(
         kinds["customer_service"].sent_archiving
         and not kinds["workflow_notification"].sent_archiving
     )
-    # the capture server caught the test message, 3 case updates and the approval notice
-    subjects = sorted(e["subject"] for e in list_mailbox(ws.mailbox_dir))
-    assert len(subjects) == 5 and "Approved: Travel to Lyon" in subjects
-    assert len(archive.list_archive(ws)) == 4  # service archives; workflow does not
+    # The capture server caught: the test message, 3 case updates, the approval notice,
+    # 4 notices of approval-flow events, 4 survey mails and 5 report mails.
+    subjects = [e["subject"] for e in list_mailbox(ws.mailbox_dir)]
+    assert len(subjects) == 18 and "Approved: Travel to Lyon" in subjects
+    assert sum(s.startswith("Sales Pipeline: ") for s in subjects) == 3
+    assert sum(s.startswith("Delivery Report: ") for s in subjects) == 2
+    assert "2 run(s) [2 succeeded], 3 sent" in out and "1 run(s) [1 succeeded], 2 sent" in out
+    assert "demo-AP-104 (demo #5): error:" in out and "4 sent, 2 responded (50%)" in out
+    assert len(archive.list_archive(ws)) == 8  # service archives; workflow and reports do not
 
     assert main(["--home", str(home), "demo", "--sink-port", "0"]) == 0
     out = capsys.readouterr().out
     assert "3 skipped_duplicate" in out and "re-pointed service" in out
     assert len(accounts.list_accounts(ws)) == 4
-    assert len(sendlog.list_logs(ws, status="sent", limit=None)) == 5 + 1  # one more test message
+    assert "subscriptions run-due" in out and "run(s)" not in out  # the slot was run already
+    assert len(sendlog.list_logs(ws, status="sent", limit=None)) == 18 + 1  # one more test message
