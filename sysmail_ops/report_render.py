@@ -7,9 +7,10 @@ The HTML is what a mail client can show in a message body:
   without visible output dropped, then a tiny stylesheet
   inlined into ``style`` attributes with ``css-inline`` (mail clients drop
   ``<style>`` blocks); it is a fragment (a ``<div>``) to put in a template;
-- images become ``<img src="cid:chart-N@report">`` with the PNG in
-  ``ReportOutput.images`` (``compose.InlineImage``), never ``data:`` URIs,
-  which Gmail and Outlook do not show;
+- images (outputs, and ``data:`` images in markdown) become
+  ``<img src="cid:chart-N@report">`` with the PNG in ``ReportOutput.images``
+  (``compose.InlineImage``), never ``data:`` URIs, which Gmail and Outlook
+  do not show; scripts are dropped (no mail client runs them);
 - ``reportkit`` outputs are read back (summary, row count, tables) and
   dropped from the HTML when they are not meant to be seen.
 
@@ -105,9 +106,28 @@ def _collect(nb: Any, out: ReportOutput) -> None:
         cell.outputs = kept
 
 
+def _add_image(out: ReportOutput, files: list[tuple[str, bytes]], blob: bytes, subtype: str) -> str:
+    """Register one image; returns its Content-ID."""
+    n = len(out.images) + 1
+    cid, name = f"chart-{n}@report", f"chart-{n}.{subtype}"
+    out.images.append(InlineImage(cid, blob, subtype, name))
+    files.append((name, blob))
+    return cid
+
+
+def _data_uris_to_cid(body: str, out: ReportOutput, files: list[tuple[str, bytes]]) -> str:
+    """Images a markdown cell embeds (attachments, pasted data: URIs) become cid: parts too."""
+
+    def swap(m: re.Match[str]) -> str:
+        blob = base64.b64decode("".join(m.group(3).split()))
+        return f'src="cid:{_add_image(out, files, blob, m.group(2).lower())}"'
+
+    return _DATA_URI.sub(swap, body)
+
+
 def _to_cid(nb: Any, out: ReportOutput) -> list[tuple[str, bytes]]:
     """Swap each image output for an ``<img src="cid:...">``; returns (file name, bytes)."""
-    files = []
+    files: list[tuple[str, bytes]] = []
     for cell in nb.cells:
         for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
             data = o.get("data", {})
@@ -116,12 +136,7 @@ def _to_cid(nb: Any, out: ReportOutput) -> list[tuple[str, bytes]]:
             found = next((m for m in _IMAGE_TYPES if m in data), None)
             if found is None:
                 continue
-            n = len(out.images) + 1
-            subtype = _IMAGE_TYPES[found]
-            blob = base64.b64decode(data[found])
-            cid = f"chart-{n}@report"
-            out.images.append(InlineImage(cid, blob, subtype, f"chart-{n}.{subtype}"))
-            files.append((f"chart-{n}.{subtype}", blob))
+            cid = _add_image(out, files, base64.b64decode(data[found]), _IMAGE_TYPES[found])
             alt = html.escape(str(data.get("text/plain", "chart")).strip("<>"), quote=True)
             o["data"] = {"text/html": f'<p><img src="cid:{cid}" alt="{alt}"></p>'}
             o["metadata"] = {}
@@ -168,6 +183,10 @@ _TEMPLATE = """\
 {%- endblock data_text -%}
 """
 _ANCHOR = re.compile(r'<a class="anchor-link" href="#[^"]*">[^<]*</a>')
+_SCRIPT = re.compile(r"<script\b.*?</script\s*>", re.S | re.I)
+_DATA_URI = re.compile(
+    r"""src=(["'])data:image/(png|jpeg|gif);base64,([A-Za-z0-9+/=\s]+)\1""", re.I
+)
 
 
 def _export(nb: Any) -> str:
@@ -203,7 +222,8 @@ def render_report(
     _collect(nb, out)
     files = _to_cid(nb, out)
     _visible_cells(nb)
-    fragment = f'<div class="report">\n{_export(nb)}\n</div>'
+    body = _data_uris_to_cid(_SCRIPT.sub("", _export(nb)), out, files)
+    fragment = f'<div class="report">\n{body}\n</div>'
     out.html = css_inline.inline_fragment(fragment, CSS)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -348,7 +348,7 @@ def test_a_cell_running_too_long_times_out(tmp_path: Path) -> None:
 
 
 def test_the_kernel_runs_this_python_in_the_run_folder_with_home(tmp_path: Path) -> None:
-    """Also: a plain image output (not via reportkit) becomes a cid: image; stdout shows."""
+    """Also: plain image outputs and data: URIs become cid: images; stdout shows; no scripts."""
     path = notebook(
         tmp_path,
         "where",
@@ -358,6 +358,10 @@ def test_the_kernel_runs_this_python_in_the_run_folder_with_home(tmp_path: Path)
         "display(Image(charts.png_bytes(charts.bar_chart(['a', 'b'], [1, 2]))))\n"
         "print('printed <line>')",
         "import sys\nprint('to stderr', file=sys.stderr)",
+        "import base64\nfrom IPython.display import HTML, Markdown, display\n"
+        "dot = base64.b64encode(charts.png_bytes(charts.bar_chart(['c'], [3]))).decode()\n"
+        "display(Markdown(f'![dot](data:image/png;base64,{dot})'))\n"
+        "HTML('<script>steal()</script><b>kept</b>')",
         params="home = None\nregion = 'EMEA'",
     )
     run = reports.execute_report(
@@ -367,7 +371,9 @@ def test_the_kernel_runs_this_python_in_the_run_folder_with_home(tmp_path: Path)
     assert run.output is not None
     assert run.output.summary == f"{sys.executable}|{tmp_path / 'ws'}|{tmp_path / 'run'}"
     assert run.output.row_count is None and run.output.tables == {}
-    assert [i.cid for i in run.output.images] == ["chart-1@report"]
+    # the displayed Image, then the markdown's data: URI: both are cid: parts now
+    assert [i.cid for i in run.output.images] == ["chart-1@report", "chart-2@report"]
+    assert "<b>kept</b>" in run.output.html and "steal" not in run.output.html
     assert "printed &lt;line&gt;" in run.output.html
     assert "to stderr" not in run.output.html
     assert run.parameters == {"home": str(tmp_path / "ws"), "region": "X"}
