@@ -154,34 +154,41 @@ def stage(
     ``plan`` holds (contact, email, record, token expiry). Members already
     ``sent`` are left as they are. Returns the contacts that had no row before,
     so a send that fails before mailing can take them back (``unstage``).
+    Written from a DataFrame: a row-by-row INSERT costs milliseconds a row.
     """
-    now = utcnow()
     rows = [(c, e, r, "pending", x) for c, e, r, x in plan] + [
         (c, e, r, "quiet", None) for c, e, r in quiet
     ]
-    with ws.store.transaction() as con:
-        known = {
-            r[0]: r[1]
-            for r in con.execute(
-                "SELECT contact, status FROM campaign_members WHERE campaign = ?", [campaign]
-            ).fetchall()
+    if not rows:
+        return []
+    staged = pd.DataFrame(
+        {
+            "contact": [r[0] for r in rows],
+            "email": [r[1] for r in rows],
+            "record": [json.dumps(jsonable(dict(r[2])), ensure_ascii=False) for r in rows],
+            "status": [r[3] for r in rows],
+            "token_expires_at": pd.to_datetime(pd.Series([r[4] for r in rows], dtype=object)),
         }
-        new = []
-        for contact, email, record, status, expires in rows:
-            data = json.dumps(jsonable(dict(record)), ensure_ascii=False)
-            if contact not in known:
-                new.append(contact)
-                con.execute(
-                    "INSERT INTO campaign_members (campaign, contact, email, record, status,"
-                    " token_expires_at, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [campaign, contact, email, data, status, expires, now],
-                )
-            elif known[contact] != "sent":
-                con.execute(
-                    "UPDATE campaign_members SET email = ?, record = ?, status = ?,"
-                    " token_expires_at = ? WHERE campaign = ? AND contact = ?",
-                    [email, data, status, expires, campaign, contact],
-                )
+    )
+    absent = (
+        "FROM staged WHERE contact NOT IN (SELECT contact FROM campaign_members WHERE campaign = ?)"
+    )
+    with ws.store.transaction() as con:
+        con.register("staged", staged)
+        new = [r[0] for r in con.execute(f"SELECT contact {absent}", [campaign]).fetchall()]
+        con.execute(
+            "UPDATE campaign_members AS m SET email = s.email, record = s.record,"
+            " status = s.status, token_expires_at = s.token_expires_at FROM staged AS s"
+            " WHERE m.campaign = ? AND m.contact = s.contact AND m.status <> 'sent'",
+            [campaign],
+        )
+        con.execute(
+            "INSERT INTO campaign_members (campaign, contact, email, record, status,"
+            " token_expires_at, added_at) SELECT ?, contact, email, record, status,"
+            f" token_expires_at, ? {absent}",
+            [campaign, utcnow(), campaign],
+        )
+        con.unregister("staged")
     return new
 
 

@@ -194,8 +194,9 @@ class Links:
     """The personal links of one batch's mails, with ``public_base_url`` read once.
 
     ``surveys.survey_links`` / ``survey_url`` / ``unsubscribe_url`` read the
-    setting per call, one store visit each, three per recipient; these make
-    the same URLs (a test compares them) without visiting the store.
+    setting per call: three store visits per recipient, each of which waits
+    while another process holds the workspace. These make the same URLs (a
+    test compares them) without visiting the store.
     """
 
     def __init__(self, ws: Workspace):
