@@ -246,7 +246,8 @@ def execute_report(
 
     ``home`` (the workspace) is passed as the ``home`` parameter when the
     notebook declares one, overriding any ``home`` in ``parameters``.
-    ``timeout`` bounds each cell's execution (papermill's execution timeout).
+    ``timeout`` bounds the run's execution, all cells together (the kernel
+    start-up is bounded by ``start_timeout``).
     The kernel is ``kernel_name``, by default ``python3`` checked to run this
     environment's interpreter. Everything that goes wrong (missing notebook,
     unknown parameter, an exception in a cell, a timeout, a dead kernel, a
@@ -270,6 +271,25 @@ def execute_report(
     except (ValidationError, OSError) as exc:
         return ReportRun(False, None, error=str(exc), parameters=params)
     return _run(path, folder, params, kernel, timeout, start_timeout)
+
+
+class _Deadline:
+    """nbclient's ``timeout_func``: each cell gets what is left of the run's budget.
+
+    papermill's ``execution_timeout`` alone bounds each cell; a scheduler needs
+    the whole run bounded. The clock starts at the first cell (the kernel's
+    start-up has its own ``start_timeout``).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: float | None = None
+
+    def __call__(self, cell: Any) -> float:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        return max(self.seconds - (now - self.started), 0.01)  # 0 would mean "no timeout"
 
 
 @contextmanager
@@ -323,6 +343,7 @@ def _run(
                 cwd=str(folder),
                 start_timeout=start_timeout,
                 execution_timeout=timeout,
+                timeout_func=_Deadline(timeout) if timeout else None,
                 shutdown_kernel="immediate",  # every output is in; a graceful stop costs ~0.5-1 s
             )
     except PapermillExecutionError as exc:
@@ -333,8 +354,8 @@ def _run(
         run.error = f"cell {index} (In [{exc.exec_count}]): {exc.ename}: {exc.evalue}"
     except TimeoutError:  # nbclient's CellTimeoutError
         run.failing_cell = cell = _last_started_cell(out_nb)
-        where = f"cell {cell.index} (In [{cell.execution_count}])" if cell else "a cell"
-        run.error = f"timed out: {where} ran longer than {timeout} s"
+        where = f", stopped in cell {cell.index} (In [{cell.execution_count}])" if cell else ""
+        run.error = f"timed out: the report ran longer than {timeout:g} s{where}"
     except Exception as exc:  # a dead kernel, a broken notebook: a failed run, not a crash
         run.failing_cell = _last_started_cell(out_nb)
         run.error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]

@@ -333,16 +333,18 @@ def test_a_failing_notebook_gives_a_failed_run(tmp_path: Path) -> None:
     assert after.outputs == [] and after.execution_count is None  # execution stopped there
 
 
-def test_a_cell_running_too_long_times_out(tmp_path: Path) -> None:
-    path = notebook(tmp_path, "slow", "import time", "time.sleep(60)")
+def test_a_report_running_too_long_times_out(tmp_path: Path) -> None:
+    """The timeout bounds the whole run: no cell exceeds 3 s, all of them together do."""
+    path = notebook(tmp_path, "slow", "import time", "time.sleep(2.0)", "time.sleep(2.1)", "1")
     began = time.monotonic()
-    run = reports.execute_report(path, tmp_path / "run", {}, home=tmp_path, timeout=2)
+    run = reports.execute_report(path, tmp_path / "run", {}, home=tmp_path, timeout=3)
     assert time.monotonic() - began < 30
     assert not run.ok and run.output is None
-    assert run.failing_cell is not None and run.failing_cell.source == "time.sleep(60)"
+    assert run.failing_cell is not None and run.failing_cell.source == "time.sleep(2.1)"
+    assert run.failing_cell.index == 3
     assert run.error == (
-        f"timed out: cell {run.failing_cell.index} (In [{run.failing_cell.execution_count}])"
-        " ran longer than 2 s"
+        f"timed out: the report ran longer than 3 s, stopped in cell 3"
+        f" (In [{run.failing_cell.execution_count}])"
     )
     assert run.output_notebook and run.output_notebook.is_file()
 
