@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sysmail_ops import campaign_members
@@ -190,7 +190,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("template", c.template),
             ("reminder template", c.reminder_template),
             ("description", c.description),
-            ("created", c.created_at),
+            ("created", _when(c.created_at)),
             ("members", ", ".join(f"{n} {s}" for s, n in counts.items()) or "none yet"),
         ]
     )
@@ -271,6 +271,10 @@ def cmd_remind(args: argparse.Namespace) -> int:
     return _report(args, result)
 
 
+def _when(value: datetime | None) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -305,23 +309,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    rows = [
-        {
-            "contact": m.contact,
-            "email": m.email,
-            "status": m.status,
-            "sent_at": m.sent_at,
-            "reminded_at": m.reminded_at,
-            "token_expires_at": m.token_expires_at,
-        }
-        for m in api.recipients(ws, args.name)
-        if args.status is None or m.status == args.status
+    members = [
+        m for m in api.recipients(ws, args.name) if args.status is None or m.status == args.status
     ]
     if args.json:
-        print_json(rows)
+        print_json(
+            [
+                {
+                    "contact": m.contact,
+                    "email": m.email,
+                    "status": m.status,
+                    "sent_at": m.sent_at,
+                    "reminded_at": m.reminded_at,
+                    "token_expires_at": m.token_expires_at,
+                }
+                for m in members
+            ]
+        )
         return 0
     print_table(
-        [(r["contact"], r["email"], r["status"], r["sent_at"], r["reminded_at"]) for r in rows],
+        [(m.contact, m.email, m.status, _when(m.sent_at), _when(m.reminded_at)) for m in members],
         ["contact", "email", "status", "sent", "reminded"],
     )
     return 0
