@@ -5,17 +5,30 @@ Against the real aiosmtpd server (``smtp_server``) and a real DuckDB workspace.
 
 from __future__ import annotations
 
+import http.client as http_client
 import re
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import pandas as pd
 import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, campaigns, sendlog, settings, suppression, surveys, templates
+from sysmail_ops import (
+    accounts,
+    campaigns,
+    deferred,
+    sendlog,
+    settings,
+    suppression,
+    surveys,
+    templates,
+    web,
+)
 from sysmail_ops.campaign_members import members
 from sysmail_ops.campaign_sends import Links, survey_token
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
@@ -524,3 +537,74 @@ def test_demo_is_repeatable(setup: Workspace, smtp_server: SMTPTestServer) -> No
     campaigns.demo(setup, "service", lines.append)
     assert "4 skipped_duplicate" in lines[0] and len(smtp_server.messages) == 4
     assert "2 responded (50%)" in lines[-1]
+
+
+# --- with the other parts: the retry queue, the real `serve` endpoint ---------------------
+
+
+def test_a_deferred_mail_counts_as_sent_once_retry_deferred_delivers_it(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    follow_up(setup)
+    smtp_server.fail_data_times = 3  # the first contact's three tries meet a 451
+    result = campaigns.send_campaign(setup, "fu", CONTACTS, options=FAST)
+    assert result.counts == {"deferred": 1, "sent": 2}
+    assert members(setup, "fu")["1"].status == "deferred"
+    assert campaigns.campaign_stats(setup, "fu").deferred == 1
+    again = campaigns.send_campaign(setup, "fu", CONTACTS, options=FAST)
+    assert again.counts == {"skipped_duplicate": 3}  # queued for retry counts as delivered
+    retried = deferred.retry_deferred(setup, now=utcnow() + timedelta(hours=1))
+    assert retried.counts == {"sent": 1}
+    s = campaigns.campaign_stats(setup, "fu")
+    assert (s.sent, s.deferred) == (3, 0)
+    assert members(setup, "fu")["1"].sent_at is not None
+
+
+@pytest.fixture
+def endpoint(setup: Workspace) -> Iterator[web.SurveyServer]:
+    srv = web.make_server(setup, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    settings.set_setting(setup, "public_base_url", srv.url)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def http(url: str, method: str = "GET", fields: dict[str, str] | None = None) -> int:
+    parts = urlsplit(url)
+    conn = http_client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    body = urlencode(fields) if fields is not None else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    try:
+        conn.request(method, f"{parts.path}?{parts.query}" if parts.query else parts.path, body,
+                     headers)  # fmt: skip
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_answers_and_unsubscribes_through_the_endpoint_steer_the_reminders(
+    setup: Workspace, smtp_server: SMTPTestServer, endpoint: web.SurveyServer
+) -> None:
+    survey(setup)
+    campaigns.send_campaign(setup, "nps", CONTACTS, options=FAST)
+    mails = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    eve = links_in(html_of(mails["eve@example.com"]))
+    assert eve[3].startswith(endpoint.url + "/survey/")
+    zoe = links_in(html_of(mails["zoe@example.net"]))
+    assert http(zoe[0]) == 200  # a scanner opening the link answers nothing
+    assert http(eve[3], "POST", {"score": "4", "comment": "fine"}) == 200
+    bob = mails["bob@example.org"].message["List-Unsubscribe"].strip("<>")
+    assert http(bob, "POST", {"List-Unsubscribe": "One-Click"}) == 200
+    assert suppression.get_entry(setup, "bob@example.org") is not None
+
+    later = utcnow() + timedelta(days=4)
+    r = campaigns.remind_campaign(setup, "nps", after=timedelta(days=3), now=later, options=FAST)
+    assert r.counts == {"sent": 1, "suppressed": 1} and r.skipped["responded"] == ["1"]
+    assert [m.rcpt_tos[0] for m in smtp_server.messages[3:]] == ["zoe@example.net"]
+    s = campaigns.campaign_stats(setup, "nps")
+    assert (s.sent, s.responded, s.csat, s.average_score, s.reminded) == (3, 1, 1.0, 4.0, 1)
