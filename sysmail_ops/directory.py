@@ -87,9 +87,18 @@ def list_entries(ws: Workspace, role: str | None = None) -> list[Entry]:
 
 def roles(ws: Workspace) -> dict[str, list[str]]:
     """Role -> its addresses: what notifying resolves ``role:...`` recipients with."""
+    with ws.store.connect() as con:
+        return fetch_roles(con)
+
+
+def fetch_roles(con: Any) -> dict[str, list[str]]:
+    """``roles`` on an open connection."""
     out: dict[str, list[str]] = {}
-    for e in list_entries(ws):
-        out.setdefault(e.role, []).append(e.address)
+    rows = con.execute(
+        "SELECT role, address FROM role_directory ORDER BY role, lower(name), address"
+    ).fetchall()
+    for role, address in rows:
+        out.setdefault(role, []).append(address)
     return out
 
 

@@ -195,8 +195,8 @@ _EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-def record_events(ws: Workspace, intakes: list[Intake], results: list[EventResult]) -> None:
-    """One row per event received, in one store visit."""
+def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -> None:
+    """One row per event received, inserted together on the caller's transaction."""
     now = utcnow()
     rows = []
     for item, res in zip(intakes, results, strict=True):
@@ -236,10 +236,9 @@ def record_events(ws: Workspace, intakes: list[Intake], results: list[EventResul
         else f"{c}::" + ("TIMESTAMP" if c.endswith("_at") else "VARCHAR")
         for c in _EVENT_COLUMNS
     )
-    with ws.store.transaction() as con:
-        con.register("incoming_events", frame)
-        con.execute(f"INSERT INTO workflow_events ({cols}) SELECT {select} FROM incoming_events")  # noqa: S608
-        con.unregister("incoming_events")
+    con.register("incoming_events", frame)
+    con.execute(f"INSERT INTO workflow_events ({cols}) SELECT {select} FROM incoming_events")  # noqa: S608
+    con.unregister("incoming_events")
 
 
 def list_events(

@@ -43,6 +43,7 @@ from sysmail_ops.rules import (
     Rule,
     add_rule,
     edit_rule,
+    fetch_rules,
     get_rule,
     list_rules,
     parse_recipient,
@@ -74,7 +75,7 @@ __all__ = [
     "remove_rule",
     "resume_rule",
 ]
-CHUNK = 500  # events per round: one send per rule, one store visit to record them
+CHUNK = 2000  # events per round: one sender per rule, one store visit to record them
 
 # --- matching and sending -----------------------------------------------------------------
 
@@ -85,19 +86,24 @@ class _Notifier:
     def __init__(self, ws: Workspace, options: SendOptions | None):
         self.ws = ws
         self.options = options
-        self.rules = list_rules(ws, enabled_only=True)
+        with ws.store.connect() as con:  # one visit for the rules and the directory
+            self.rules = fetch_rules(con, enabled_only=True)
+            self.roles = directory.fetch_roles(con)
         self.conditions: dict[str, Condition | None] = {}
         self.broken: dict[str, str] = {}
-        self.fields: dict[str, frozenset[str]] = {}
         for r in self.rules:
             try:
                 self.conditions[r.name] = r.compiled_condition()
-                self.fields[r.name] = templates.compile_template(
-                    templates.get_template(ws, r.template)
-                ).fields_used
             except SysmailError as exc:
                 self.broken[r.name] = str(exc)
-        self.roles = directory.roles(ws)
+        self._fields: dict[str, frozenset[str]] = {}
+
+    def fields(self, rule: Rule) -> frozenset[str]:
+        """The record fields a rule's template reads; looked up when a rule first matches."""
+        if rule.template not in self._fields:
+            t = templates.get_template(self.ws, rule.template)
+            self._fields[rule.template] = templates.compile_template(t).fields_used
+        return self._fields[rule.template]
 
     def plan(self, ev: Event) -> tuple[list[str], list[tuple[Rule, Delivery]]]:
         """The rules an event matches and one delivery per recipient; raises on bad input."""
@@ -115,7 +121,12 @@ class _Notifier:
                     continue
             except ConditionError as exc:
                 raise ValidationError(f"rule {rule.name}: condition: {exc}") from None
-            missing = sorted(self.fields[rule.name] - ctx.keys())
+            try:
+                needed = self.fields(rule)
+            except SysmailError as exc:
+                self.broken[rule.name] = str(exc)
+                raise ValidationError(f"rule {rule.name}: {exc}") from None
+            missing = sorted(needed - ctx.keys())
             if missing:
                 listed = ", ".join(f"`{f}`" for f in missing)
                 raise ValidationError(
@@ -191,7 +202,7 @@ def _field_addresses(rule: Rule, name: str, ctx: Mapping[str, Any]) -> list[str]
         raise ValidationError(f"rule {rule.name}: {exc}") from None
 
 
-def _statuses(ws: Workspace, batches: Sequence[str]) -> dict[tuple[str, str], str]:
+def _statuses(con: Any, batches: Sequence[str]) -> dict[tuple[str, str], str]:
     """(key, recipient) -> what became of its first delivery in these batches.
 
     That is its last status other than ``skipped_duplicate`` (a deferred try
@@ -200,13 +211,12 @@ def _statuses(ws: Workspace, batches: Sequence[str]) -> dict[tuple[str, str], st
     """
     if not batches:
         return {}
-    with ws.store.connect() as con:
-        rows = con.execute(
-            "SELECT delivery_key, recipient, arg_max(status, seq) FILTER "
-            "(status != 'skipped_duplicate') FROM send_log WHERE list_contains(?, batch_id) "
-            "GROUP BY delivery_key, recipient",
-            [list(batches)],
-        ).fetchall()
+    rows = con.execute(
+        "SELECT delivery_key, recipient, arg_max(status, seq) FILTER "
+        "(status != 'skipped_duplicate') FROM send_log WHERE list_contains(?, batch_id) "
+        "GROUP BY delivery_key, recipient",
+        [list(batches)],
+    ).fetchall()
     return {(k, r.lower()): s or "skipped_duplicate" for k, r, s in rows}
 
 
@@ -235,19 +245,20 @@ def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
         batches += sent
         for n, message in errors.items():
             results[n].status, results[n].error = "error", message
-    statuses = _statuses(notifier.ws, batches)
-    seen: set[tuple[str, str]] = set()
-    for rule, items in by_rule.values():
-        for n, d in items:
-            assert d.key is not None
-            addr, pair = d.to[0], (d.key, d.to[0].lower())
-            status = "skipped_duplicate" if pair in seen else statuses.get(pair, "not sent")
-            seen.add(pair)
-            results[n].sends.append(SendStatus(rule.name, addr, d.key, status))
-    for res in results:
-        if res.status != "error" and res.matched:
-            res.status = _event_status({s.status for s in res.sends})
-    record_events(notifier.ws, intakes, results)
+    with notifier.ws.store.transaction() as con:  # one visit: read the sends, record events
+        statuses = _statuses(con, batches)
+        seen: set[tuple[str, str]] = set()
+        for rule, items in by_rule.values():
+            for n, d in items:
+                assert d.key is not None
+                addr, pair = d.to[0], (d.key, d.to[0].lower())
+                status = "skipped_duplicate" if pair in seen else statuses.get(pair, "not sent")
+                seen.add(pair)
+                results[n].sends.append(SendStatus(rule.name, addr, d.key, status))
+        for res in results:
+            if res.status != "error" and res.matched:
+                res.status = _event_status({s.status for s in res.sends})
+        record_events(con, intakes, results)
     return results
 
 
@@ -286,7 +297,7 @@ def notify_many(
     options: SendOptions | None = None,
     source: str = "api",
 ) -> list[EventResult]:
-    """Handle many events: one sender per rule per round of up to 500 events.
+    """Handle many events: one sender per rule per round of up to 2,000 events.
 
     Returns one result per event, in order; bad events carry their error and
     the others still go out.
