@@ -270,9 +270,9 @@ def send_campaign(
     before anything is sent or written. A rerun mails only those not yet
     mailed; ``dry_run`` writes ``.eml`` previews and records no members.
     """
-    from sysmail_ops.campaigns import get_campaign
+    from sysmail_ops.campaigns import check_campaign, get_campaign
 
-    c = get_campaign(ws, name)
+    c = check_campaign(ws, get_campaign(ws, name))  # its system email may have changed kind
     people = _read_contacts(contacts, email_column, contact_column, _needed(ws, c, reminder=False))
     now = utcnow()
     members_mod.reconcile(ws, c.name)
@@ -353,9 +353,9 @@ def remind_campaign(
     (``responded``), was mailed too recently (``not_due``) or holds an expired
     token (``expired``).
     """
-    from sysmail_ops.campaigns import get_campaign
+    from sysmail_ops.campaigns import check_campaign, get_campaign
 
-    c = get_campaign(ws, name)
+    c = check_campaign(ws, get_campaign(ws, name))
     if c.kind != "survey" or not c.reminder_template:
         raise ValidationError(
             f"campaign {c.name!r} is a {c.kind}: reminders go to those who have not answered"

@@ -91,7 +91,8 @@ def _check_settings(values: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _validate(ws: Workspace, c: Campaign) -> Campaign:
+def check_campaign(ws: Workspace, c: Campaign) -> Campaign:
+    """Check what a campaign names (saving, and again before sending); the cleaned campaign."""
     name = (c.name or "").strip()
     if not _NAME.fullmatch(name):
         raise ValidationError(
@@ -179,7 +180,7 @@ def add_campaign(
     contacts as already mailed.
     """
     now = utcnow()
-    c = _validate(
+    c = check_campaign(
         ws,
         Campaign(
             name=name,
@@ -222,7 +223,7 @@ def edit_campaign(ws: Workspace, name: str, /, **changes: Any) -> Campaign:
     given = {k: v for k, v in changes.items() if v is not None}
     if not given:
         raise ValidationError(f"nothing to change in campaign {name!r}")
-    c = _validate(ws, replace(current, **given, updated_at=utcnow()))
+    c = check_campaign(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
         sets = ", ".join(f"{k} = ?" for k in _COLUMNS if k != "name")
         values = [v for k, v in zip(_COLUMNS, _to_row(c), strict=True) if k != "name"]
@@ -268,6 +269,7 @@ __all__ = [
     "CampaignStats",
     "add_campaign",
     "campaign_stats",
+    "check_campaign",
     "demo",
     "edit_campaign",
     "get_campaign",

@@ -196,6 +196,16 @@ def test_removing_a_template_or_account_in_use_is_refused_naming_the_campaign(
     accounts.get_account(setup, "service")
 
 
+def test_an_account_that_became_a_workflow_account_sends_no_campaign(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    follow_up(setup)
+    accounts.edit_account(setup, "service", kind="workflow_notification")
+    with pytest.raises(ValidationError, match="is a workflow notification account"):
+        campaigns.send_campaign(setup, "fu", CONTACTS, options=FAST)
+    assert smtp_server.messages == [] and members(setup, "fu") == {}
+
+
 # --- the mail merge -----------------------------------------------------------------------
 
 
