@@ -482,6 +482,19 @@ def test_expired_tokens_get_no_reminder(setup: Workspace, smtp_server: SMTPTestS
     assert len(smtp_server.messages) == 1
 
 
+def test_a_dry_run_reminder_previews_and_leaves_the_reminder_owed(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    survey(setup)
+    campaigns.send_campaign(setup, "nps", CONTACTS.iloc[[0]], options=FAST)
+    dry = campaigns.remind_campaign(setup, "nps", after=timedelta(0), dry_run=True, options=FAST)
+    assert dry.counts == {"dry_run": 1} and dry.preview_dir is not None
+    assert b"Reminder: nps" in next(Path(dry.preview_dir).glob("*.eml")).read_bytes()
+    assert members(setup, "nps")["1"].reminded_at is None
+    real = campaigns.remind_campaign(setup, "nps", after=timedelta(0), options=FAST)
+    assert real.counts == {"sent": 1} and len(smtp_server.messages) == 2
+
+
 def test_remind_refuses_follow_ups_and_negative_durations(setup: Workspace) -> None:
     follow_up(setup)
     with pytest.raises(ValidationError, match="is a follow_up"):
