@@ -28,7 +28,6 @@ from sysmail_ops.workspace import Workspace
 # member statuses: pending (staged, outcome not yet known), quiet (skipped: surveyed
 # recently elsewhere), and the send log's own: sent, suppressed, failed, deferred.
 STATUSES = ("pending", "quiet", "sent", "suppressed", "failed", "deferred")
-_UNSETTLED = ("pending", "deferred")
 
 
 def delivery_key(campaign: str, contact: str) -> str:
