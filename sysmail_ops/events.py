@@ -12,9 +12,12 @@ error.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -26,7 +29,10 @@ from sysmail_ops.workspace import Workspace
 
 EVENT_FIELDS = ("id", "flow_type", "flow_name", "event", "object_type", "object_id")
 OPTIONAL_FIELDS = ("occurred_at", "record")
-EVENT_STATUSES = ("notified", "no_match", "deferred", "failed", "error")
+EVENT_STATUSES = ("notified", "no_match", "deferred", "failed", "error", "sending")
+CLAIM = "being sent by "  # the error column of a 'sending' row: who holds the claim
+FOREIGN_CLAIM_LEASE = timedelta(minutes=30)  # a claim from another host, after which it lapses
+_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,66 @@ def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -
     con.register("incoming_events", frame)
     con.execute(f"INSERT INTO workflow_events ({cols}) SELECT {select} FROM incoming_events")  # noqa: S608
     con.unregister("incoming_events")
+
+
+# --- claims: one process sends an event at a time ------------------------------------------
+
+
+def me() -> str:
+    """Who claims: host, process and thread."""
+    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _live(claimed_by: str, claimed_at: datetime, now: datetime) -> bool:
+    host, _, rest = claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _HOST:
+        return now - claimed_at < FOREIGN_CLAIM_LEASE
+    try:
+        os.kill(int(pid or 0), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[int], dict[str, str]]:
+    """Mark events as being sent by this process, unless a live process already is.
+
+    Returns the claim rows' ids and, for each event held elsewhere, who holds
+    it; with ``partial=False`` nothing is claimed while any is held. DuckDB
+    lets one process at a time open the store, so this check and insert
+    cannot interleave with another process's.
+    """
+    wanted = sorted(set(event_ids))
+    if not wanted:
+        return [], {}
+    now = utcnow()
+    rows = con.execute(
+        "SELECT event_id, error, received_at FROM workflow_events "
+        "WHERE status = 'sending' AND list_contains(?, event_id)",
+        [wanted],
+    ).fetchall()
+    held = {
+        eid: f"{by.removeprefix(CLAIM)} since {at:%H:%M:%S}Z"
+        for eid, by, at in rows
+        if by and _live(by.removeprefix(CLAIM), at, now) and by != CLAIM + me()
+    }
+    mine = [eid for eid in wanted if eid not in held]
+    if not mine or (held and not partial):
+        return [], held
+    ids = con.execute(
+        "INSERT INTO workflow_events (event_id, received_at, status, matched_rules, error, sends)"
+        " SELECT unnest(?::VARCHAR[]), ?, 'sending', [], ?, '[]' RETURNING id",
+        [mine, now, CLAIM + me()],
+    ).fetchall()
+    return [int(r[0]) for r in ids], held
+
+
+def release(con: Any, claim_ids: Sequence[int]) -> None:
+    if claim_ids:
+        con.execute("DELETE FROM workflow_events WHERE list_contains(?, id)", [list(claim_ids)])
 
 
 def list_events(

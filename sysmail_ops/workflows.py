@@ -18,7 +18,9 @@ template a rule uses cannot be removed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from itertools import islice
 from typing import Any
 
@@ -31,12 +33,14 @@ from sysmail_ops.events import (
     EventResult,
     Intake,
     SendStatus,
+    claim,
     intake,
     key_for,
     list_events,
     parse_lines,
     raw_id,
     record_events,
+    release,
 )
 from sysmail_ops.rules import (
     FLOW_TYPES,
@@ -76,6 +80,7 @@ __all__ = [
     "resume_rule",
 ]
 CHUNK = 2000  # events per round: one sender per rule, one store visit to record them
+CLAIM_WAIT = 60.0  # seconds to wait for another process sending the same event
 
 # --- matching and sending -----------------------------------------------------------------
 
@@ -239,13 +244,20 @@ def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
         res.status = "notified" if res.matched else "no_match"
         for rule, d in planned:
             by_rule.setdefault(rule.name, (rule, []))[1].append((n, d))
-    batches: list[str] = []
-    for rule, items in by_rule.values():
-        sent, errors = notifier.send(rule, items)
-        batches += sent
-        for n, message in errors.items():
-            results[n].status, results[n].error = "error", message
+    claims = _claim(notifier.ws, by_rule, results)
+    try:
+        batches: list[str] = []
+        for rule, items in by_rule.values():
+            sent, errors = notifier.send(rule, items)
+            batches += sent
+            for n, message in errors.items():
+                results[n].status, results[n].error = "error", message
+    except BaseException:
+        with suppress(SysmailError), notifier.ws.store.transaction() as con:
+            release(con, claims)
+        raise
     with notifier.ws.store.transaction() as con:  # one visit: read the sends, record events
+        release(con, claims)
         statuses = _statuses(con, batches)
         seen: set[tuple[str, str]] = set()
         for rule, items in by_rule.values():
@@ -260,6 +272,41 @@ def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
                 res.status = _event_status({s.status for s in res.sends})
         record_events(con, intakes, results)
     return results
+
+
+def _claim(
+    ws: Workspace,
+    by_rule: dict[str, tuple[Rule, list[tuple[int, Delivery]]]],
+    results: list[EventResult],
+) -> list[int]:
+    """Claim the events about to be sent; wait while another process sends one of them.
+
+    An event delivered twice at once (a caller that retried too soon) is thus
+    sent by one process; the other finds its mail delivered and skips it. After
+    ``CLAIM_WAIT`` seconds the events still held elsewhere are errors and send
+    nothing; the others go out.
+    """
+    ids = [results[n].event_id or "" for _, items in by_rule.values() for n, _ in items]
+    deadline = time.monotonic() + CLAIM_WAIT
+    delay = 0.05
+    while True:
+        last = time.monotonic() >= deadline
+        with ws.store.transaction() as con:
+            claims, held = claim(con, ids, partial=last)
+        if not held:
+            return claims
+        if last:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    for name, (rule, items) in list(by_rule.items()):
+        for n, _ in items:
+            who = held.get(results[n].event_id or "")
+            if who:
+                results[n].status = "error"
+                results[n].error = f"being sent by {who} (another process): deliver it again later"
+        by_rule[name] = (rule, [(n, d) for n, d in items if results[n].event_id not in held])
+    return claims
 
 
 def _event_status(got: set[str]) -> str:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,7 +16,7 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, archive, directory, sendlog, templates, workflows
+from sysmail_ops import accounts, archive, directory, events, sendlog, templates, workflows
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
 from sysmail_ops.sending import SendOptions
 from sysmail_ops.workspace import Workspace
@@ -492,3 +498,57 @@ def test_demo_notifies_approval_events_once_even_when_run_twice(
     assert len(smtp_server.messages) == 4
     assert not any(line.startswith("rule ") for line in again)
     assert len(workflows.list_events(ws, limit=None)) == 12
+
+
+# --- one process sends an event at a time -------------------------------------------------
+
+
+def test_an_event_another_live_process_is_sending_waits_then_errors(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule(setup, "travel-approved")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim_by = f"{socket.gethostname()}:{holder.pid}:1"
+        with setup.store.transaction() as con:
+            con.execute(
+                "INSERT INTO workflow_events (event_id, received_at, status, matched_rules,"
+                " error, sends) VALUES ('held', now()::TIMESTAMP, 'sending', [], ?, '[]')",
+                [events.CLAIM + claim_by],
+            )
+        monkeypatch.setattr(workflows, "CLAIM_WAIT", 0.3)
+        results = workflows.notify_many(setup, [event("held"), event("free")], options=FAST)
+        assert [r.status for r in results] == ["error", "notified"]
+        assert f"being sent by {claim_by} since" in (results[0].error or "")
+        assert [m.rcpt_tos[0] for m in smtp_server.messages] == ["eve@example.com"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone: the claim has lapsed and the event goes out
+    assert workflows.notify(setup, event("held"), options=FAST).status == "notified"
+    assert len(smtp_server.messages) == 2
+    assert {r["status"] for r in workflows.list_events(setup, limit=None)} >= {"notified"}
+
+
+def test_the_same_events_from_two_processes_at_once_mail_each_person_once(
+    setup: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
+) -> None:
+    """Two real processes notify the same 40 events at the same moment."""
+    rule(setup, "travel-approved", recipients=["field:applicant_email", "role:finance"])
+    path = tmp_path / "events.jsonl"
+    lines = [
+        json.dumps(event(f"E{i}", record={"applicant_email": f"p{i}@example.com"}))
+        for i in range(40)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    exe = shutil.which("sysmail-ops", path=str(Path(sys.executable).parent))
+    assert exe
+    cmd = [exe, "--home", str(setup.home), "notify", "--events", str(path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(smtp_server.messages) == 40 * 3  # applicant + two in finance, once each
+    log = sendlog.list_logs(setup, limit=None)
+    assert (log["status"] == "sent").sum() == 120
+    assert (log["status"] == "skipped_duplicate").sum() == 120
+    assert "sending" not in {r["status"] for r in workflows.list_events(setup, limit=None)}
