@@ -282,18 +282,22 @@ def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[in
         return [], {}
     now = utcnow()
     rows = con.execute(
-        "SELECT event_id, error, received_at FROM workflow_events "
+        "SELECT id, event_id, error, received_at FROM workflow_events "
         "WHERE status = 'sending' AND list_contains(?, event_id)",
         [wanted],
     ).fetchall()
-    held = {
-        eid: f"{by.removeprefix(CLAIM)} since {at:%H:%M:%S}Z"
-        for eid, by, at in rows
-        if by and _live(by.removeprefix(CLAIM), at, now) and by != CLAIM + me()
-    }
+    held: dict[str, str] = {}
+    lapsed: list[int] = []  # left by a process that died mid-send: its sends are in the log
+    for row_id, eid, by, at in rows:
+        holder = (by or "").removeprefix(CLAIM)
+        if holder != me() and _live(holder, at, now):
+            held[eid] = f"{holder} since {at:%H:%M:%S}Z"
+        else:
+            lapsed.append(row_id)
     mine = [eid for eid in wanted if eid not in held]
     if not mine or (held and not partial):
         return [], held
+    release(con, lapsed)
     ids = con.execute(
         "INSERT INTO workflow_events (event_id, received_at, status, matched_rules, error, sends)"
         " SELECT unnest(?::VARCHAR[]), ?, 'sending', [], ?, '[]' RETURNING id",
