@@ -95,10 +95,12 @@ class _Notifier:
             self.rules = fetch_rules(con, enabled_only=True)
             self.roles = directory.fetch_roles(con)
         self.conditions: dict[str, Condition | None] = {}
+        self.recipients: dict[str, list[tuple[str, str]]] = {}
         self.broken: dict[str, str] = {}
         for r in self.rules:
             try:
                 self.conditions[r.name] = r.compiled_condition()
+                self.recipients[r.name] = [parse_recipient(spec) for spec in r.recipients]
             except SysmailError as exc:
                 self.broken[r.name] = str(exc)
         self._fields: dict[str, frozenset[str]] = {}
@@ -147,8 +149,7 @@ class _Notifier:
 
     def _recipients(self, rule: Rule, ctx: Mapping[str, Any]) -> list[str]:
         out: dict[str, str] = {}
-        for spec in rule.recipients:
-            kind, value = parse_recipient(spec)
+        for kind, value in self.recipients[rule.name]:
             if kind == "address":
                 found = [value]
             elif kind == "role":
@@ -183,15 +184,31 @@ class _Notifier:
             events = sorted({n for n, _ in items})
             if len(events) == 1:
                 return [], {events[0]: f"rule {rule.name}: {exc}"}
-            batches: list[str] = []
-            errors: dict[int, str] = {}
-            for n in events:
+            bad = self._unrenderable(rule, items)
+            if bad:  # the usual cause: drop those events, send the rest together
+                good = [(n, d) for n, d in items if n not in bad]
+                batches, errors = self.send(rule, good) if good else ([], {})
+                return batches, {**bad, **errors}
+            batches, errors = [], {}
+            for n in events:  # something else: find the event, one at a time
                 b, e = self.send(rule, [(m, d) for m, d in items if m == n])
                 batches += b
                 errors.update(e)
             return batches, errors
         except SysmailError as exc:  # the account cannot send: a login, a certificate, a key
             return [], {n: f"rule {rule.name}: {exc}" for n, _ in items}
+
+    def _unrenderable(self, rule: Rule, items: list[tuple[int, Delivery]]) -> dict[int, str]:
+        """The events whose record the rule's template cannot render, with why."""
+        compiled = templates.compile_template(templates.get_template(self.ws, rule.template))
+        bad: dict[int, str] = {}
+        for n, d in items:
+            if n not in bad:
+                try:
+                    compiled.render(d.record)
+                except SysmailError as exc:
+                    bad[n] = f"rule {rule.name}: {exc}"
+        return bad
 
 
 def _field_addresses(rule: Rule, name: str, ctx: Mapping[str, Any]) -> list[str]:

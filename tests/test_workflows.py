@@ -318,6 +318,35 @@ def test_an_account_that_cannot_log_in_fails_its_rules_events_only(
     assert received(smtp_server) == [("eve@example.com", "Approved: Travel to Lyon")] * 2
 
 
+def test_a_record_the_template_cannot_render_fails_alone(
+    setup: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    templates.add_template(
+        setup,
+        "share",
+        object_type="approval",
+        subject="Your share of {{ request }}",
+        html="<p>{{ amount // parts }} EUR each</p>",
+    )
+    rule(setup, "shares", template="share")
+    results = workflows.notify_many(
+        setup,
+        [
+            event("a", record={"parts": 4, "applicant_email": "a@example.com"}),
+            event("b", record={"parts": 0, "applicant_email": "b@example.com"}),
+            event("c", record={"parts": 3, "applicant_email": "c@example.com"}),
+        ],
+        options=FAST,
+    )
+    assert [r.status for r in results] == ["notified", "error", "notified"]
+    assert "ZeroDivisionError" in (results[1].error or "")
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "a@example.com",
+        "c@example.com",
+    ]
+    assert sendlog.list_logs(setup, limit=None)["batch_id"].nunique() == 1  # sent together
+
+
 def test_event_and_record_fields_reach_the_template(
     setup: Workspace, smtp_server: SMTPTestServer
 ) -> None:
