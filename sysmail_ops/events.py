@@ -62,10 +62,12 @@ class Event:
         missing = [f for f in EVENT_FIELDS if data.get(f) in (None, "")]
         if missing:
             raise ValidationError(f"event is missing {', '.join(missing)}")
-        values = {
-            f: check_label(str(data[f]) if isinstance(data[f], int) else data[f], f)
-            for f in EVENT_FIELDS
-        }
+        values = {}
+        for f in EVENT_FIELDS:
+            v = data[f]
+            if isinstance(v, bool) or not isinstance(v, str | int):
+                raise ValidationError(f"{f} must be text, got {type(v).__name__}")
+            values[f] = check_label(str(v), f)
         check_flow_type(values["flow_type"])
         record = data.get("record") or {}
         if not isinstance(record, Mapping) or not all(isinstance(k, str) for k in record):
@@ -110,7 +112,7 @@ class SendStatus:
     rule: str
     recipient: str
     key: str
-    status: str  # sent, skipped_duplicate, failed, deferred, dry_run
+    status: str  # sent, skipped_duplicate, failed, deferred, dry_run; "not sent" after an error
 
 
 @dataclass

@@ -238,6 +238,7 @@ def test_bad_events_in_a_batch_do_not_stop_the_others(
             event("weird-flow", flow_type="approval"),
             event("extra", recrod={}),
             event("when", occurred_at="yesterday"),
+            event("listy", object_id=["AP", 1]),
             ["not", "a", "mapping"],  # type: ignore[list-item]
             event("good-2", record={"applicant_email": "zoe@example.net"}),
         ],
@@ -246,8 +247,9 @@ def test_bad_events_in_a_batch_do_not_stop_the_others(
     errors = {r.event_id: r.error or "" for r in results if r.status == "error"}
     assert set(errors) == {
         "bad-addr", "no-addr", "no-field", "no-tpl-field", "missing", "weird-flow", "extra",
-        "when", None,
+        "when", "listy", None,
     }  # fmt: skip
+    assert errors["listy"] == "object_id must be text, got list"
     assert errors["bad-addr"].startswith("rule travel-approved: field `applicant_email`")
     assert "not valid" in errors["bad-addr"]
     assert errors["no-addr"] == "rule travel-approved: field `applicant_email` holds no address: ''"
@@ -269,7 +271,7 @@ def test_bad_events_in_a_batch_do_not_stop_the_others(
         ("zoe@example.net", "Approved: Travel to Lyon"),
     ]
     rows = workflows.list_events(setup, limit=None)
-    assert len(rows) == 11
+    assert len(rows) == 12
     by_id = {r["event_id"]: r for r in rows}
     assert by_id["missing"]["status"] == "error" and by_id["missing"]["flow_name"] == "travel"
     assert by_id["good-2"]["sends"][0]["status"] == "sent"
