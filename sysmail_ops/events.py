@@ -356,3 +356,16 @@ def list_events(
         r["sends"] = json.loads(r["sends"])
         r["matched_rules"] = list(r["matched_rules"])
     return rows
+
+
+def prune_events(ws: Workspace, before: datetime) -> int:
+    """Delete event rows received before ``before`` (retention); claims in flight stay."""
+    with ws.store.transaction() as con:
+        row = con.execute(
+            "SELECT count(*) FROM workflow_events WHERE received_at < ? AND status != 'sending'",
+            [before],
+        ).fetchone()
+        con.execute(
+            "DELETE FROM workflow_events WHERE received_at < ? AND status != 'sending'", [before]
+        )
+    return int(row[0]) if row else 0

@@ -38,6 +38,7 @@ from sysmail_ops.events import (
     key_for,
     list_events,
     parse_lines,
+    prune_events,
     raw_id,
     record_events,
     release,
@@ -76,6 +77,7 @@ __all__ = [
     "notify_jsonl",
     "notify_many",
     "pause_rule",
+    "prune_events",
     "remove_rule",
     "resume_rule",
 ]

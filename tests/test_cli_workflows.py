@@ -155,6 +155,14 @@ def test_notify_file_redelivery_bad_lines_and_exit_codes(
     assert len(json.loads(run("events", "list", "--rule", "granted", "--json")[1])) == 5
     code, out, _ = run("rules", "show", "granted")
     assert "last events matched (5)" in out
+    assert run("events", "prune", "--before", "2000-01-01")[1] == (
+        "deleted 0 event row(s) received before 2000-01-01\n"
+    )
+    code, _, err = run("events", "prune", "--before", "soon")
+    assert code == 2 and "ISO date" in err
+    code, out, _ = run("events", "prune", "--before", "2999-01-01")
+    assert code == 0 and "deleted 8 event row(s)" in out
+    assert json.loads(run("events", "list", "--json")[1]) == []
 
 
 def test_notify_stdin(run, workflow: Workspace, smtp_server: SMTPTestServer) -> None:

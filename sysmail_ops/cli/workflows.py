@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     el.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
     el.add_argument("--json", action="store_true", help="print JSON")
     el.set_defaults(handler=cmd_events_list)
+    ep = ev_acts.add_parser("prune", help="delete events received before a date (retention)")
+    ep.add_argument("--before", required=True, help="ISO date, e.g. 2026-01-01")
+    ep.set_defaults(handler=cmd_events_prune)
 
     d = sub.add_parser("directory", help="the role directory behind role:ROLE recipients")
     d_acts = d.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -305,6 +309,16 @@ def cmd_events_list(args: argparse.Namespace) -> int:
         ),
         ["#", "RECEIVED (UTC)", "EVENT", "FLOW", "OBJECT", "STATUS", "RULES / ERROR"],
     )
+    return 0
+
+
+def cmd_events_prune(args: argparse.Namespace) -> int:
+    try:
+        before = datetime.fromisoformat(args.before).replace(tzinfo=None)
+    except ValueError:
+        raise ValidationError(f"--before takes an ISO date, got {args.before!r}") from None
+    n = workflows.prune_events(open_workspace(args), before)
+    print(f"deleted {n} event row(s) received before {args.before}")
     return 0
 
 
