@@ -275,7 +275,7 @@ def report_record(
     tz = schedule.check_timezone(s.timezone)
     return {
         "subscription": s.name,
-        "report": Path(s.notebook).stem.replace("_", " "),
+        "report": Path(s.notebook).stem.replace("_", " ").title(),  # "Sales Pipeline"
         "slot": schedule.local_label(slot, tz),
         "summary": output.summary or "",
         "report_html": Markup(output.html) if html_body else Markup(""),  # noqa: S704 - ours

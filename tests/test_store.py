@@ -125,15 +125,21 @@ def test_cli_in_another_process_waits_for_the_lock(ws: Workspace) -> None:
     assert "lock" not in out.stderr.lower()
 
 
-def test_an_older_workspace_is_upgraded_on_open(tmp_path: Path) -> None:
+def test_an_older_workspace_is_upgraded_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workspace of the release before subscriptions (migrations 1-4) gets the rest."""
+    from sysmail_ops import store
+
+    first = 4
+    monkeypatch.setattr(store, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= first])
     ws, _ = Workspace.init(tmp_path / "ws")
-    last = MIGRATIONS[-1][0]
-    with ws.store.transaction() as con:  # make it look like a workspace from before the last one
+    assert ws.store.schema_version() == first
+    with ws.store.transaction() as con:  # as if the built-in templates were not there yet
         con.execute("DELETE FROM templates")
-        con.execute("DELETE FROM schema_migrations WHERE version = ?", [last])
-        con.execute("ALTER TABLE archive DROP COLUMN eml_offset")
-        con.execute("ALTER TABLE archive DROP COLUMN eml_length")
+    monkeypatch.undo()
     upgraded = Workspace.open(ws.home)
-    assert upgraded.store.schema_version() == last
+    assert upgraded.store.schema_version() == max(m[0] for m in MIGRATIONS)
     names = {t.name for t in templates.list_templates(upgraded)}
-    assert {"connection-test", "subscription-failure", "survey-reminder"} <= names
+    assert {b.name for b in templates.builtin_sources()} <= names
+    assert {"connection-test", "subscription-failure", "survey-reminder", "report-mail"} <= names

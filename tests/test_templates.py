@@ -410,7 +410,7 @@ def test_a_text_body_that_cannot_be_derived_is_reported(ws: Workspace) -> None:
 
 # --- built-in templates and removal --------------------------------------------------------
 
-BUILTIN = {"connection-test", "subscription-failure", "survey-reminder"}
+BUILTIN = {"connection-test", "report-mail", "subscription-failure", "survey-reminder"}
 
 
 def test_builtin_templates_are_seeded_once_and_edits_are_kept(ws: Workspace) -> None:
@@ -441,9 +441,10 @@ def test_builtin_templates_render_their_declared_fields(ws: Workspace, name: str
     record = {f: f"<{f}>" for f in t.fields or ()}
     r = templates.preview(ws, name, record)
     assert r.subject and "\n" not in r.subject
-    for f in t.fields or ():
-        assert f"&lt;{f}&gt;" in r.html
-        assert f"<{f}>" in r.text or f == "output_path"
+    for f in t.fields or ():  # every field a part uses arrives there (escaped in the HTML)
+        assert f in t.html or f in t.text or f in t.subject
+        assert f"&lt;{f}&gt;" in r.html or f not in t.html
+        assert f"<{f}>" in r.text or f not in t.text or f == "output_path"
 
 
 def test_remove_is_refused_while_a_registered_check_names_users(
