@@ -79,7 +79,8 @@ def resolve_notebook(path_or_name: str | os.PathLike[str]) -> Path:
         path = bundled_reports_dir() / name
         if not path.is_file():
             known = ", ".join(p.stem for p in list_reports()) or "none"
-            raise ValidationError(f"no report named {text!r} in reports/ (there: {known})")
+            here = f"; for the file here, write ./{text}" if Path(text).is_file() else ""
+            raise ValidationError(f"no report named {text!r} in reports/ (there: {known}){here}")
         return path
     path = given.resolve()
     if path.suffix != ".ipynb":

@@ -96,6 +96,8 @@ def test_resolve_notebook_takes_paths(tmp_path: Path, monkeypatch: pytest.Monkey
     assert reports.resolve_notebook(path) == path
     monkeypatch.chdir(tmp_path)
     assert reports.resolve_notebook("./mine.ipynb") == path
+    with pytest.raises(ValidationError, match=r"for the file here, write \./mine\.ipynb"):
+        reports.resolve_notebook("mine.ipynb")  # a bare name means the bundled reports
 
 
 @pytest.mark.parametrize(
