@@ -20,12 +20,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sysmail_ops import settings
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.secrets import SecretBox
 from sysmail_ops.suppression import normalise
 from sysmail_ops.workspace import Workspace
 
@@ -63,8 +65,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# SecretBox -> its derived signing key. A box holds one key for its life, so the cache
+# can never be stale; a workspace opened anew (another key) brings a new box.
+_KEYS: weakref.WeakKeyDictionary[SecretBox, bytes] = weakref.WeakKeyDictionary()
+
+
 def _key(ws: Workspace) -> bytes:
-    return ws.secrets.derive_key(_KEY_INFO)  # HKDF takes microseconds: not worth a cache
+    box = ws.secrets
+    key = _KEYS.get(box)
+    if key is None:
+        key = _KEYS[box] = box.derive_key(_KEY_INFO)
+    return key
 
 
 def _sign(key: bytes, message: str) -> str:
