@@ -615,12 +615,16 @@ def send_batch(
     related_type: str | None = None,
     related_column: str | None = None,
     options: SendOptions | None = None,
+    unsubscribe_links: bool = False,
 ) -> SendResult:
     """Send ``template`` to every record (one message each) through ``account``.
 
     Every record is checked first (address, key, the fields the template uses);
     any bad record stops the batch before anything is sent or written. A file
-    is read twice, so memory does not grow with its length.
+    is read twice, so memory does not grow with its length. With
+    ``unsubscribe_links`` each message gets its recipient's own unsubscribe
+    link (``surveys.unsubscribe_url``): in ``List-Unsubscribe`` and as the
+    template field ``unsubscribe_url``.
     """
     opts = options or SendOptions()
     sender = _Sender(ws, account, template, use_case=use_case, options=opts)
@@ -629,7 +633,7 @@ def send_batch(
     total = 0
 
     def deliveries() -> Iterator[Delivery]:
-        return records_to_deliveries(
+        made = records_to_deliveries(
             read_records(records),
             to_column=to_column,
             key_column=key_column,
@@ -637,6 +641,17 @@ def send_batch(
             related_type=related_type,
             related_column=related_column,
         )
+        return map(_with_unsubscribe, made) if unsubscribe_links else made
+
+    def _with_unsubscribe(d: Delivery) -> Delivery:
+        from sysmail_ops.surveys import unsubscribe_url  # the token module reads settings
+
+        try:
+            d.unsubscribe_url = unsubscribe_url(ws, d.to[0])
+        except ValidationError:
+            return d  # a bad address: the checks below name the record
+        d.record = {**d.record, "unsubscribe_url": d.unsubscribe_url}
+        return d
 
     if isinstance(records, Iterator):
         raise ValidationError("send_batch needs records it can read twice (a list, a file)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from conftest import bind
@@ -228,3 +230,42 @@ def test_bad_headers_send_nothing_and_write_nothing(
     with pytest.raises(error, match=message):
         send_deliveries(ws, "news", "offer", [d], use_case="marketing", options=FAST)
     assert smtp_server.messages == [] and log_rows(ws).empty
+
+
+def test_batch_with_personal_unsubscribe_links(
+    ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
+) -> None:
+    from sysmail_ops import settings, surveys
+    from sysmail_ops.cli import main
+
+    settings.set_setting(ws, "public_base_url", "https://mail.example.com")
+    templates.add_template(
+        ws, "news", object_type="contact", subject="News for {{ name }}",
+        html='<p>{{ name }}</p><a href="{{ unsubscribe_url }}">unsubscribe</a>',
+    )  # fmt: skip
+    bind(ws, smtp_server, "news", kind="marketing")
+    records = [{"email": f"{n}@example.com", "name": n, "id": i} for i, n in enumerate("abc")]
+    suppression.add(ws, "c@example.com")
+    result = send_batch(ws, "news", "news", records, key_column="id", use_case="marketing",
+                        unsubscribe_links=True, options=FAST)  # fmt: skip
+    assert result.counts == {"sent": 2, "suppressed": 1}
+    for got in smtp_server.messages:
+        (addr,) = got.rcpt_tos
+        header = got.message["List-Unsubscribe"]
+        url = header[1:-1]
+        assert url.startswith("https://mail.example.com/unsubscribe/v1.")
+        assert got.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert f'href="{url}"' in got.message.get_body(("html",)).get_content()
+        claims = surveys.verify_token(ws, url.rsplit("/", 1)[1], "unsubscribe")
+        assert claims.email == addr
+    assert records[0] == {"email": "a@example.com", "name": "a", "id": 0}  # caller's data kept
+    # The same through the CLI flag; without it the template lacks its field: nothing is sent.
+    path = tmp_path / "c.csv"
+    path.write_text("email,id,name\nd@example.com,7,D\n")
+    base = ["--home", str(ws.home), "send-batch", "news", "--template", "news",
+            "--records", str(path), "--key-column", "id", "--use-case", "marketing",
+            "--no-progress"]  # fmt: skip
+    assert main(base) == 2
+    assert main([*base, "--unsubscribe-links"]) == 0
+    assert smtp_server.messages[-1].rcpt_tos == ("d@example.com",)
+    assert "/unsubscribe/v1." in smtp_server.messages[-1].message["List-Unsubscribe"]

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--key-prefix", default="", help="prefix for the delivery keys")
     b.add_argument("--related-column", help="column with the related object's id")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument(
+        "--unsubscribe-links",
+        action="store_true",
+        help="give each mail its recipient's own unsubscribe link (List-Unsubscribe and "
+        "the template field unsubscribe_url; see `sysmail-ops serve`)",
+    )
     _common(b)
     b.set_defaults(handler=cmd_send_batch)
 
@@ -168,6 +174,7 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
         related_type=args.related_type,
         related_column=args.related_column,
         options=_options(args),
+        unsubscribe_links=args.unsubscribe_links,
     )
     return _report(args, result)
 
