@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -294,6 +295,20 @@ class _Deadline:
 
 
 @contextmanager
+def _ipc_sockets() -> Iterator[Any]:
+    """Talk to the kernel over Unix sockets in a private folder, not loopback TCP.
+
+    No other local user can reach the kernel, and ipykernel does not warn on
+    every run (into cron logs) that its TCP channels are unencrypted. The
+    folder is short-lived and short-named: socket paths are limited to ~100 bytes.
+    """
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="sysmail-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
+
+
+@contextmanager
 def _thread_loop() -> Iterator[None]:
     """In a worker thread, close the event loop papermill makes there (else its sockets leak)."""
     try:
@@ -333,7 +348,7 @@ def _run(
     run = ReportRun(False, out_nb, parameters=params)
     began = time.monotonic()
     try:
-        with _thread_loop():
+        with _thread_loop(), _ipc_sockets() as kernel_config:
             pm.execute_notebook(
                 str(path),
                 str(out_nb),
@@ -346,6 +361,7 @@ def _run(
                 execution_timeout=timeout,
                 timeout_func=_Deadline(timeout) if timeout else None,
                 shutdown_kernel="immediate",  # every output is in; a graceful stop costs ~0.5-1 s
+                config=kernel_config,
             )
     except PapermillExecutionError as exc:
         index = _source_index(out_nb, exc.cell_index)

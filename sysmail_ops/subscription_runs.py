@@ -14,6 +14,7 @@ per slot.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import socket
@@ -289,7 +290,7 @@ def report_record(
 def _attachments(s: Subscription, output: ReportOutput) -> list[Attachment]:
     out = []
     if "html_attachment" in s.formats:
-        out.append(Attachment("report.html", output.html.encode(), "text/html"))
+        out.append(Attachment("report.html", standalone_html(output), "text/html"))
     tables: dict[str, pd.DataFrame] = output.tables
     chosen = tables if s.tables is None else {k: tables[k] for k in s.tables if k in tables}
     for name, df in chosen.items():
@@ -297,6 +298,20 @@ def _attachments(s: Subscription, output: ReportOutput) -> list[Attachment]:
             if fmt in s.formats:
                 out.append(Attachment.from_dataframe(df, f"{name}.{fmt}"))
     return out
+
+
+def standalone_html(output: ReportOutput) -> bytes:
+    """The report as a page of its own: ``cid:`` images (which only resolve inside the mail)
+    embedded as ``data:`` URIs, which browsers opening an attachment do show."""
+    html = output.html
+    for img in output.images:
+        uri = f"data:image/{img.subtype};base64,{base64.b64encode(img.data).decode()}"
+        html = html.replace(f'"cid:{img.cid}"', f'"{uri}"')
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Report</title></head>'
+        f"<body>\n{html}\n</body></html>\n"
+    )
+    return page.encode()
 
 
 def build_deliveries(

@@ -217,8 +217,10 @@ def test_run_due_runs_once_per_parameter_set_and_mails_each_recipient_once(
     # The kernel read the workspace the scheduler was given, not $SYSMAIL_HOME.
     assert os.environ["SYSMAIL_HOME"] != str(ws.home)
     assert f"from {ws.home}" in html_of(got["ana@example.com"][0])
-    names = sorted(p.get_filename() for p in got["ana@example.com"][0].iter_attachments())
-    assert names == ["report.html", "rows.csv", "rows.xlsx"]
+    parts = {p.get_filename(): p for p in got["ana@example.com"][0].iter_attachments()}
+    assert sorted(parts) == ["report.html", "rows.csv", "rows.xlsx"]
+    page = parts["report.html"].get_content()
+    assert page.startswith("<!DOCTYPE html>") and ">EMEA</td>" in page
 
     runs = subscription_runs.list_runs(ws, "daily-rows")
     assert len(runs) == 2
@@ -340,3 +342,22 @@ def test_two_schedulers_at_once_run_each_slot_once(
     # The other one found the slot claimed (or, if it looked after the first finished, done).
     others = ("being run by", "nothing due", "claimed by another scheduler")
     assert sum(printed.count(x) for x in others) == 1, printed
+
+
+def test_the_attached_page_embeds_the_charts_the_mail_references_by_cid() -> None:
+    import pandas as pd
+
+    from sysmail_ops.compose import InlineImage
+    from sysmail_ops.reports import ReportOutput
+
+    png = b"\x89PNG\r\n\x1a\n-not-really"
+    out = ReportOutput(
+        html='<div><img src="cid:chart-1@report" alt="c"><p>x</p></div>',
+        images=[InlineImage("chart-1@report", png)],
+        tables={"t": pd.DataFrame({"a": [1]})},
+        row_count=1,
+        summary=None,
+    )
+    page = subscription_runs.standalone_html(out).decode()
+    assert "cid:" not in page
+    assert 'src="data:image/png;base64,iVBORw0KGgotbm90LXJlYWxseQ=="' in page

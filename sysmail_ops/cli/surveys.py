@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 
 from sysmail_ops import settings, surveys, web
+from sysmail_ops.cli import campaigns as campaigns_cli
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.logs import _records
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
@@ -28,6 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls.add_argument("campaign")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=cmd_responses)
+    st = acts.add_parser(
+        "stats", help="a survey campaign's sent, responded, response rate, CSAT, average score"
+    )
+    st.add_argument("name", metavar="CAMPAIGN")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(handler=campaigns_cli.cmd_stats)  # the same as `campaigns stats`
     lk = acts.add_parser(
         "link", help="make one person's survey and unsubscribe links (to test the endpoint)"
     )
