@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import accounts, archive, sendlog
+from sysmail_ops import accounts, archive, sendlog, suppression
 from sysmail_ops.errors import NotFoundError, SMTPError, SysmailError
 from sysmail_ops.sendlog import Journal, new_batch_id
 from sysmail_ops.store import utcnow
@@ -154,12 +154,17 @@ def _retry_account(
             down = Outcome(status, exc.step, exc.code, str(exc))
         except SysmailError as exc:
             down = Outcome("failed", "auth", None, str(exc))
+    listed = suppression.suppressed_set(ws)
     try:
         for row in rows:
             ctx = json.loads(row["context"])
             path = ws.home / row["eml_path"]
             started = utcnow()
-            if down is not None:
+            if ctx["use_case"] in suppression.USE_CASES and suppression.matches(
+                listed, row["recipient"]
+            ):  # unsubscribed while the message waited in the queue
+                out = Outcome("suppressed", None, None, "on the suppression list")
+            elif down is not None:
                 out = down
             elif not path.exists():
                 out = Outcome("failed", "queue", None, f"queued message file missing: {path}")

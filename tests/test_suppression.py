@@ -269,3 +269,24 @@ def test_batch_with_personal_unsubscribe_links(
     assert main([*base, "--unsubscribe-links"]) == 0
     assert smtp_server.messages[-1].rcpt_tos == ("d@example.com",)
     assert "/unsubscribe/v1." in smtp_server.messages[-1].message["List-Unsubscribe"]
+
+
+def test_an_address_unsubscribed_while_its_mail_waits_in_the_queue_is_not_mailed(
+    ws: Workspace, smtp_server: SMTPTestServer, news: object
+) -> None:
+    from sysmail_ops import deferred
+    from sysmail_ops.store import utcnow
+
+    smtp_server.fail_data_times = 100
+    for to in ("a@example.com", "b@example.com"):
+        send(ws, "news", "offer", to=to, record={"name": "A"}, use_case="marketing",
+             key=f"k-{to}", options=FAST)  # fmt: skip
+    assert len(deferred.list_deferred(ws)) == 2
+    suppression.add(ws, "A@Example.com", reason="unsubscribe")
+    smtp_server.fail_data_times = 0
+    later = utcnow() + deferred.FIRST_RETRY * 2
+    assert deferred.retry_deferred(ws, now=later).counts == {"sent": 1, "suppressed": 1}
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("b@example.com",)]
+    assert deferred.list_deferred(ws) == []
+    last = log_rows(ws).set_index("recipient").groupby(level=0).last()
+    assert last.loc["a@example.com", "status"] == "suppressed"
