@@ -10,7 +10,6 @@ $(BIN)/sysmail-ops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null  # the kernel reports run on
 	touch $@
 
 ## setup: create .venv and install the toolkit with its test tools

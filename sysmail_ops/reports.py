@@ -131,6 +131,11 @@ def check_parameters(path: str | os.PathLike[str], params: dict[str, Any]) -> No
         )
 
 
+def _same_environment(a: str, b: str) -> bool:
+    """Two interpreter paths of one environment (``.venv/bin/python`` and ``python3``)."""
+    return os.path.dirname(os.path.abspath(a)) == os.path.dirname(os.path.abspath(b))
+
+
 def kernel_python(kernel_name: str = DEFAULT_KERNEL) -> str:
     """The interpreter a kernel spec starts (jupyter_client runs ``python`` as this one)."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -264,7 +269,7 @@ def execute_report(
             params["home"] = str(home)
         check_parameters(path, params)
         kernel = kernel_name or DEFAULT_KERNEL
-        if kernel_name is None and Path(kernel_python(kernel)) != Path(sys.executable):
+        if kernel_name is None and not _same_environment(kernel_python(kernel), sys.executable):
             raise ValidationError(
                 f"kernel {kernel!r} runs {kernel_python(kernel)}, not {sys.executable}:"
                 " install ipykernel in this environment or pass kernel_name"

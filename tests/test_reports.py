@@ -381,3 +381,10 @@ def test_the_kernel_runs_this_python_in_the_run_folder_with_home(tmp_path: Path)
     assert "printed &lt;line&gt;" in run.output.html
     assert "to stderr" not in run.output.html
     assert run.parameters == {"home": str(tmp_path / "ws"), "region": "X"}
+
+
+def test_interpreters_of_one_environment_are_the_same_kernel() -> None:
+    from sysmail_ops.reports import _same_environment
+
+    assert _same_environment("/srv/app/.venv/bin/python", "/srv/app/.venv/bin/python3")
+    assert not _same_environment("/srv/app/.venv/bin/python", "/usr/bin/python3")
