@@ -239,6 +239,12 @@ class CompiledTemplate:
             self._subject = TEXT_ENV.from_string(asts["subject"])
             self._html = HTML_ENV.from_string(asts["html"])
             self._text = TEXT_ENV.from_string(asts["text"])
+            for part in (self._subject, self._html, self._text):
+                # A template's globals are a ChainMap over its environment's, which
+                # Jinja copies key by key (in Python) into each render's context: a
+                # third of a render. The environments are fixed at import, so a flat
+                # copy is the same mapping and copies in C.
+                part.globals = dict(part.globals)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{self}: line {exc.lineno}: {one_line(str(exc))}") from None
         self.fields_used: frozenset[str] = frozenset(fields_used(asts.values()))
