@@ -123,8 +123,9 @@ class _Sender:
                 f"unknown use case {use_case!r}: choose one of {', '.join(sendlog.USE_CASES)}"
             )
         self.ws = ws
-        self.account = accounts_mod.get_account(ws, account)
-        self.template = templates.get_template(ws, template, template_version)
+        with ws.store.connect() as con:  # one store visit (~30 ms each) for both
+            self.account = accounts_mod.get_account(ws, account, con=con)
+            self.template = templates.get_template(ws, template, template_version, con=con)
         self.compiled = templates.compile_template(self.template)
         self.use_case = use_case
         self.opt = options

@@ -330,13 +330,24 @@ def _save(ws: Workspace, t: Template, *, after: int) -> None:
         _insert(con, t)
 
 
-def get_template(ws: Workspace, name: str, version: int | None = None) -> Template:
-    """The current version of a template, or the version asked for."""
-    with ws.store.connect() as con:
-        if version is None:
-            found = _fetch(con, "WHERE name = ? ORDER BY version DESC LIMIT 1", [name])
-        else:
-            found = _fetch(con, "WHERE name = ? AND version = ?", [name, version])
+def get_template(
+    ws: Workspace,
+    name: str,
+    version: int | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Template:
+    """The current version of a template, or the version asked for.
+
+    ``con`` reuses an open store connection (else one is opened).
+    """
+    if con is None:
+        with ws.store.connect() as con:
+            return get_template(ws, name, version, con=con)
+    if version is None:
+        found = _fetch(con, "WHERE name = ? ORDER BY version DESC LIMIT 1", [name])
+    else:
+        found = _fetch(con, "WHERE name = ? AND version = ?", [name, version])
     if found:
         return found[0]
     if version is not None and list_versions(ws, name):
