@@ -359,10 +359,6 @@ class _Sender:
         if outcomes is None:
             self.resend.append(job)
             return
-        with job.journal.batch():  # its rows in one write, before anything else goes out
-            self._record(job, outcomes)
-
-    def _record(self, job: _Job, outcomes: dict[str, Outcome]) -> None:
         ms = (time.perf_counter() - job.started) * 1000
         retry = {}
         last = job.attempt == self.opt.max_attempts or self.down is not None

@@ -15,8 +15,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -132,8 +131,6 @@ class Journal:
     _seq: int = field(init=False, default=0)
     _pending: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _held: list[bytes] | None = field(init=False, default=None)  # lines of an open batch()
-    _holder: int = field(init=False, default=0)  # the thread whose lines are held
 
     def __post_init__(self) -> None:
         journal_dir(self.ws).mkdir(exist_ok=True)
@@ -157,32 +154,11 @@ class Journal:
         self.write("log", row)
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
-        """Record one row; it is in the kernel's hands when this returns (or its batch ends)."""
-        line = _ENCODER.encode({"k": kind, **row}).encode() + b"\n"
+        """Record one row; it is in the kernel's hands when this returns."""
+        line = _ENCODER.encode({"k": kind, **row})
         with self._lock:
-            if self._held is not None and self._holder == threading.get_ident():
-                self._held.append(line)
-            else:
-                os.write(self._fd, line)
+            os.write(self._fd, line.encode() + b"\n")
             self._pending += 1
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Hold this thread's rows and write them in one ``write`` when the block ends.
-
-        For the rows of one server reply (its log rows, its archive row): one
-        system call instead of several, and they reach the journal together.
-        """
-        with self._lock:
-            assert self._held is None, "batches do not nest"
-            self._held, self._holder = [], threading.get_ident()
-        try:
-            yield
-        finally:
-            with self._lock:
-                held, self._held = self._held, None
-                if held:
-                    os.write(self._fd, b"".join(held))
 
     @property
     def pending(self) -> int:
