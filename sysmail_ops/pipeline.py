@@ -41,6 +41,18 @@ from sysmail_ops.transport import (
 Done = Callable[[dict[str, Outcome] | None], None]
 
 
+class _Broken(Exception):
+    """The connection failed under a read or write (smtplib's errors are OSErrors too).
+
+    Kept apart from whatever a ``done`` callback raises (a full disk is an
+    OSError as well, and is no lost connection).
+    """
+
+    def __init__(self, cause: OSError):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass(eq=False)
 class _Message:
     mail_from: str
@@ -84,8 +96,8 @@ class Pipeline:
                 msg.done(None)
             else:
                 self._start_data(then=msg)
-        except OSError as exc:  # smtplib's errors are OSErrors too
-            self._lost(exc, msg)
+        except _Broken as broken:
+            self._lost(broken.cause, msg)
 
     def drain(self) -> None:
         """Wait for every reply; afterwards nothing is in flight."""
@@ -94,18 +106,31 @@ class Pipeline:
             if self._envelope is not None:
                 self._start_data(then=None)
                 self._finish_in_flight()
-        except OSError as exc:
-            self._lost(exc)
+        except _Broken as broken:
+            self._lost(broken.cause)
 
     # -- the steps ---------------------------------------------------------------------
 
     def _write(self, payload: bytes) -> None:
         assert self.conn.smtp is not None
-        self.conn.smtp.send(payload)
+        try:
+            self.conn.smtp.send(payload)
+        except OSError as exc:
+            raise _Broken(exc) from exc
 
     def _reply(self) -> tuple[int, bytes]:
         assert self.conn.smtp is not None
-        return self.conn.smtp.getreply()
+        try:
+            return self.conn.smtp.getreply()
+        except OSError as exc:
+            raise _Broken(exc) from exc
+
+    def _rset(self) -> None:
+        assert self.conn.smtp is not None
+        try:
+            self.conn.smtp.rset()
+        except OSError as exc:
+            raise _Broken(exc) from exc
 
     def _start_data(self, then: _Message | None) -> None:
         """Read the envelope's replies; on 354 send its data and ``then``'s envelope at once."""
@@ -139,8 +164,7 @@ class Pipeline:
             self._abandon(then)
             return
         if data_code != 354:
-            assert self.conn.smtp is not None
-            self.conn.smtp.rset()
+            self._rset()
         if then is not None:
             self._write(nxt)
             self._envelope = then
