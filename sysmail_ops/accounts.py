@@ -267,9 +267,12 @@ def list_accounts(ws: Workspace) -> list[Account]:
         return _fetch(con)
 
 
-def get_account(ws: Workspace, name: str) -> Account:
-    with ws.store.connect() as con:
-        found = _fetch(con, name)
+def get_account(ws: Workspace, name: str, *, con: Any = None) -> Account:
+    """One system email; ``con`` reuses an open store connection (else one is opened)."""
+    if con is None:
+        with ws.store.connect() as con:
+            return get_account(ws, name, con=con)
+    found = _fetch(con, name)
     if not found:
         raise NotFoundError(f"no system email named {name!r}")
     return found[0]

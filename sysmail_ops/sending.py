@@ -33,6 +33,7 @@ from sysmail_ops.errors import (
     SysmailError,
     ValidationError,
 )
+from sysmail_ops.pipeline import Pipeline
 from sysmail_ops.records import read_records
 from sysmail_ops.sendlog import Journal, new_batch_id
 from sysmail_ops.store import utcnow
@@ -110,6 +111,22 @@ class _ConnectionDown(Exception):
         self.outcome = outcome
 
 
+@dataclass(eq=False)
+class _Job:
+    """One composed message on its way: the recipients still pending and its attempt."""
+
+    journal: Journal
+    d: Delivery
+    c: Composed
+    subject: str
+    roles: dict[str, str]  # recipient -> role, those still to be delivered
+    queued: Any
+    delay: float  # before the next attempt; doubles each time
+    attempt: int = 1
+    archived: bool = False
+    started: float = 0.0
+
+
 class _Sender:
     """One batch through one account with one template version."""
 
@@ -128,14 +145,18 @@ class _Sender:
                 f"unknown use case {use_case!r}: choose one of {', '.join(sendlog.USE_CASES)}"
             )
         self.ws = ws
-        self.account = accounts_mod.get_account(ws, account)
-        self.template = templates.get_template(ws, template, template_version)
+        with ws.store.connect() as con:  # one store visit (~30 ms each) for both
+            self.account = accounts_mod.get_account(ws, account, con=con)
+            self.template = templates.get_template(ws, template, template_version, con=con)
         self.compiled = templates.compile_template(self.template)
         self.use_case = use_case
         self.opt = options
         self.batch_id = new_batch_id()
         self.result = SendResult(self.batch_id)
         self.conn: SMTPConnection | None = None
+        self.pipe: Pipeline | None = None
+        self.resend: list[_Job] = []  # never reached the server: send again, same attempt
+        self.retry: list[_Job] = []  # deferred, tries left: send again after a backoff
         self.sent_on_conn = 0
         self.down: Outcome | None = None
         self.last_send = 0.0
@@ -205,8 +226,10 @@ class _Sender:
     def run(self, deliveries: Iterable[Delivery], total: int | None = None) -> SendResult:
         """Send every delivery, a chunk at a time, folding the journal after each chunk.
 
-        One thread renders, sends and writes log rows, so a reply is journalled
-        before the next message goes out. (Rendering or archiving in a second
+        One thread renders, sends and writes log rows. Sending is pipelined
+        across messages (``pipeline.Pipeline``): the next message is built while
+        the server takes in the previous one, whose reply is journalled before
+        the next message's data goes out. (Rendering or archiving in a second
         thread was measured slower: the threads fight over the GIL and every
         server reply waits for it.)
         """
@@ -223,6 +246,7 @@ class _Sender:
                 self._one(journal, *item)
                 if bar is not None:
                     bar.update(1)
+            self._flush()
         finally:
             if bar is not None:
                 bar.close()
@@ -240,8 +264,9 @@ class _Sender:
         """
         it = iter(deliveries)
         while chunk := list(islice(it, self.opt.chunk)):
-            # Earlier chunks are folded by now, so the store answers for them; only
-            # repeats within this chunk need remembering: memory stays flat.
+            # Earlier chunks are settled and folded by now, so the store answers for
+            # them; only repeats within this chunk need remembering: memory stays flat.
+            self._flush()
             done = journal.fold(d.key for d in chunk if d.key)
             seen: set[tuple[str, str]] = set()
             for d in chunk:
@@ -321,6 +346,7 @@ class _Sender:
         if self.conn is not None and self.conn.is_open:
             if self.sent_on_conn < self.opt.per_connection:
                 return self.conn
+            self._drain()
             self.conn.close()
         password = accounts_mod.password_for(self.ws, self.account)
         delay = self.opt.backoff
@@ -340,7 +366,7 @@ class _Sender:
                 time.sleep(delay)
                 delay *= 2
                 continue
-            self.conn, self.sent_on_conn = conn, 0
+            self.conn, self.pipe, self.sent_on_conn = conn, Pipeline(conn), 0
             return conn
         raise AssertionError("unreachable")
 
@@ -353,52 +379,93 @@ class _Sender:
         pending: list[tuple[str, str]],
         queued: Any,
     ) -> None:
-        roles = dict(pending)
-        delay = self.opt.backoff
-        archived = False
-        for attempt in range(1, self.opt.max_attempts + 1):
-            self._pace()
-            started = time.perf_counter()
-            try:
-                conn = self._connection()
-                outcomes = conn.deliver(
-                    c.envelope_from, list(roles), c.data, smtputf8=c.needs_smtputf8
+        self._attempt(_Job(journal, d, c, subject, dict(pending), queued, self.opt.backoff))
+        self._follow_up()
+
+    def _attempt(self, job: _Job) -> None:
+        """Hand one attempt to the pipeline; ``_settle`` hears how it went."""
+        self._pace()
+        job.started = time.perf_counter()
+        try:
+            self._connection()
+        except _ConnectionDown as down:
+            self._settle(job, dict.fromkeys(job.roles, down.outcome))
+            return
+        self.sent_on_conn += 1
+        assert self.pipe is not None
+        self.pipe.submit(
+            job.c.envelope_from,
+            list(job.roles),
+            job.c.data,
+            smtputf8=job.c.needs_smtputf8,
+            done=lambda outcomes: self._settle(job, outcomes),
+        )
+        if self.min_interval:  # paced: each message completes before the next starts
+            self._drain()
+
+    def _settle(self, job: _Job, outcomes: dict[str, Outcome] | None) -> None:
+        """Journal one attempt's outcome (called as its reply arrives); line up what is left."""
+        if outcomes is None:
+            self.resend.append(job)
+            return
+        ms = (time.perf_counter() - job.started) * 1000
+        retry = {}
+        last = job.attempt == self.opt.max_attempts or self.down is not None
+        for addr, out in outcomes.items():
+            status = out.status
+            self._log(
+                job.journal,
+                job.d,
+                job.c,
+                job.subject,
+                addr,
+                job.roles[addr],
+                job.queued,
+                status,
+                out,
+                attempt=job.attempt,
+                ms=ms,
+                final=status != "deferred" or last,
+            )
+            if status == "deferred":
+                retry[addr] = job.roles[addr]
+        if any(o.status == "sent" for o in outcomes.values()) and not job.archived:
+            job.archived = self._archive(job.journal, job.d, job.c, job.subject)
+        if not retry:
+            return
+        if last:
+            for addr, role in retry.items():
+                self._queue(
+                    job.journal, job.d, job.c, job.subject, addr, role, job.attempt, outcomes[addr]
                 )
-                self.sent_on_conn += 1
-            except _ConnectionDown as down:
-                outcomes = dict.fromkeys(roles, down.outcome)
-            ms = (time.perf_counter() - started) * 1000
-            retry = {}
-            last = attempt == self.opt.max_attempts or self.down is not None
-            for addr, out in outcomes.items():
-                status = out.status
-                self._log(
-                    journal,
-                    d,
-                    c,
-                    subject,
-                    addr,
-                    roles[addr],
-                    queued,
-                    status,
-                    out,
-                    attempt=attempt,
-                    ms=ms,
-                    final=status != "deferred" or last,
-                )
-                if status == "deferred":
-                    retry[addr] = roles[addr]
-            if any(o.status == "sent" for o in outcomes.values()) and not archived:
-                archived = self._archive(journal, d, c, subject)
-            if not retry:
-                return
-            if last:
-                for addr in retry:
-                    self._queue(journal, d, c, subject, addr, retry[addr], attempt, outcomes[addr])
-                return
-            roles = retry
-            time.sleep(delay)
-            delay *= 2
+            return
+        job.roles, job.attempt = retry, job.attempt + 1
+        self.retry.append(job)
+
+    def _follow_up(self) -> None:
+        """Send again what came back: at once if it never reached the server, else after a pause."""
+        while self.resend or self.retry:
+            if self.resend:
+                self._attempt(self.resend.pop(0))
+                continue
+            self._drain()  # a retry waits for what is in flight (which may come back too)
+            if self.resend:
+                continue
+            job = self.retry.pop(0)
+            time.sleep(job.delay)
+            job.delay *= 2
+            self._attempt(job)
+
+    def _drain(self) -> None:
+        if self.pipe is not None:
+            self.pipe.drain()
+
+    def _flush(self) -> None:
+        """Settle everything in flight, retries included."""
+        self._drain()
+        while self.resend or self.retry:
+            self._follow_up()
+            self._drain()
 
     def _pace(self) -> None:
         if self.min_interval:

@@ -116,6 +116,10 @@ def _encode(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+# One encoder for every line: json.dumps(default=...) would build a new one per call.
+_ENCODER = json.JSONEncoder(default=_encode)
+
+
 @dataclass
 class Journal:
     """The append-only journal of one batch, locked while its process lives."""
@@ -151,7 +155,7 @@ class Journal:
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
         """Record one row; it is in the kernel's hands when this returns."""
-        line = json.dumps({"k": kind, **row}, default=_encode)
+        line = _ENCODER.encode({"k": kind, **row})
         with self._lock:
             os.write(self._fd, line.encode() + b"\n")
             self._pending += 1

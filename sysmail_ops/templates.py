@@ -239,6 +239,12 @@ class CompiledTemplate:
             self._subject = TEXT_ENV.from_string(asts["subject"])
             self._html = HTML_ENV.from_string(asts["html"])
             self._text = TEXT_ENV.from_string(asts["text"])
+            for part in (self._subject, self._html, self._text):
+                # A template's globals are a ChainMap over its environment's, which
+                # Jinja copies key by key (in Python) into each render's context: a
+                # third of a render. The environments are fixed at import, so a flat
+                # copy is the same mapping and copies in C.
+                part.globals = dict(part.globals)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{self}: line {exc.lineno}: {one_line(str(exc))}") from None
         self.fields_used: frozenset[str] = frozenset(fields_used(asts.values()))
@@ -324,13 +330,24 @@ def _save(ws: Workspace, t: Template, *, after: int) -> None:
         _insert(con, t)
 
 
-def get_template(ws: Workspace, name: str, version: int | None = None) -> Template:
-    """The current version of a template, or the version asked for."""
-    with ws.store.connect() as con:
-        if version is None:
-            found = _fetch(con, "WHERE name = ? ORDER BY version DESC LIMIT 1", [name])
-        else:
-            found = _fetch(con, "WHERE name = ? AND version = ?", [name, version])
+def get_template(
+    ws: Workspace,
+    name: str,
+    version: int | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Template:
+    """The current version of a template, or the version asked for.
+
+    ``con`` reuses an open store connection (else one is opened).
+    """
+    if con is None:
+        with ws.store.connect() as con:
+            return get_template(ws, name, version, con=con)
+    if version is None:
+        found = _fetch(con, "WHERE name = ? ORDER BY version DESC LIMIT 1", [name])
+    else:
+        found = _fetch(con, "WHERE name = ? AND version = ?", [name, version])
     if found:
         return found[0]
     if version is not None and list_versions(ws, name):

@@ -96,6 +96,22 @@ class Outcome:
 ACCEPTED = Outcome("sent", "data", 250, "")
 
 
+def envelope_bytes(mail_from: str, rcpts: list[str], smtputf8: bool) -> bytes:
+    """MAIL, RCPT... and DATA as one pipelined group (RFC 2920: DATA ends a group)."""
+    enc = "utf-8" if smtputf8 else "ascii"
+    head = [b"MAIL FROM:<" + mail_from.encode(enc) + (b"> SMTPUTF8\r\n" if smtputf8 else b">\r\n")]
+    head += [b"RCPT TO:<" + r.encode(enc) + b">\r\n" for r in rcpts]
+    return b"".join(head) + b"DATA\r\n"
+
+
+def data_bytes(data: bytes) -> bytes:
+    """A message's content on the wire after 354: dot-stuffed, ended by "." on a line."""
+    body = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
 class SMTPConnection:
     """One SMTP session for one account; ``open()`` runs connect, TLS and AUTH.
 
@@ -312,12 +328,7 @@ class SMTPConnection:
         """
         smtp = self.smtp
         assert smtp is not None
-        enc = "utf-8" if smtputf8 else "ascii"
-        head = [
-            b"MAIL FROM:<" + mail_from.encode(enc) + (b"> SMTPUTF8\r\n" if smtputf8 else b">\r\n")
-        ]
-        head += [b"RCPT TO:<" + r.encode(enc) + b">\r\n" for r in rcpts]
-        smtp.send(b"".join(head) + b"DATA\r\n")
+        smtp.send(envelope_bytes(mail_from, rcpts, smtputf8))
         mail_code, mail_msg = smtp.getreply()
         rcpt_replies = [smtp.getreply() for _ in rcpts]
         data_code, data_msg = smtp.getreply()
@@ -334,10 +345,7 @@ class SMTPConnection:
                 smtp.send(b".\r\n")
                 smtp.getreply()
             else:
-                body = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
-                if not body.endswith(b"\r\n"):
-                    body += b"\r\n"
-                smtp.send(body + b".\r\n")
+                smtp.send(data_bytes(data))
                 code, msg = smtp.getreply()
                 result = ACCEPTED if code == 250 else Outcome.from_reply("data", code, msg)
                 out.update(dict.fromkeys(accepted, result))

@@ -8,6 +8,7 @@ back with ``email.policy.default``, so no test can skip those checks.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import email
 import email.header
@@ -28,7 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from sysmail_ops import headers as headers_mod
 from sysmail_ops.accounts import check_address
-from sysmail_ops.compose import Attachment, Composed, InlineImage, compose
+from sysmail_ops.compose import Attachment, Composed, InlineImage, _qp, compose
 from sysmail_ops.errors import HeaderInjectionError, ValidationError
 
 SENDER = "service@example.com"
@@ -845,3 +846,16 @@ def test_header_checks_work_when_nothing_else_loaded_the_email_package() -> None
         "assert '' not in found, found"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_line_at_a_time_qp_equals_b2a_qp_of_the_whole_body() -> None:
+    # compose encodes each distinct line once (cached); the result must not differ
+    rng = random.Random(20261128)
+    alphabet = "ab =.\tü€😀xyzFrom-"
+    for _ in range(3000):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 5, 75, 76, 77, 150])))
+            for _ in range(rng.randint(1, 5))
+        ]
+        data = ("\r\n".join(lines) + "\r\n").encode()
+        assert _qp(data) == binascii.b2a_qp(data, istext=True)

@@ -425,3 +425,33 @@ def test_a_key_repeated_within_a_batch_is_sent_once(
     result = send_batch(ws, "service", "case-update", records, key_column="id", options=opts)
     assert result.counts == {"sent": 3, "skipped_duplicate": 4}
     assert len(smtp_server.messages) == 3
+
+
+@pytest.mark.parametrize("fault", ["drop_on_data", "fail_data_times", "421_at_data", "reject_rcpt"])
+def test_a_fault_mid_batch_touches_only_its_own_message(
+    ws: Workspace, smtp_server: SMTPTestServer, service: object, case_template: object, fault: str
+) -> None:
+    # Pipelined, the next message's MAIL/RCPT/DATA is already on the wire behind the faulty
+    # message's data: it must still go out once, as its own first attempt.
+    records = [{"email": f"u{i}@example.com", "id": i, **RECORD} for i in range(5)]
+    if fault == "reject_rcpt":
+        smtp_server.reject_rcpt = {"u0@example.com": "550 5.1.1 no such user"}
+    elif fault == "421_at_data":  # the client must hang up and reconnect
+        smtp_server.fail_data_times, smtp_server.fail_data_reply = 1, "421 4.3.2 closing"
+    else:
+        setattr(smtp_server, fault, 1)
+    result = send_batch(ws, "service", "case-update", records, key_column="id", options=FAST)
+    log = log_rows(ws)
+    others = log[log.recipient != "u0@example.com"]
+    assert list(others.status) == ["sent"] * 4 and set(others.attempt) == {1}
+    first = log[log.recipient == "u0@example.com"]
+    if fault == "reject_rcpt":
+        assert result.counts == {"sent": 4, "failed": 1}
+        assert list(first.status) == ["failed"] and list(first.smtp_phase) == ["rcpt"]
+    else:
+        assert result.counts == {"sent": 5}
+        assert list(first.status) == ["deferred", "sent"] and list(first.attempt) == [1, 2]
+    got = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert got == sorted(set(log[log.status == "sent"].recipient))
+    assert len(got) == len(set(got)), "nobody got it twice"
+    assert smtp_server.connections == (2 if fault in ("drop_on_data", "421_at_data") else 1)
