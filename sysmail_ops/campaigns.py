@@ -31,7 +31,7 @@ from sysmail_ops.campaign_sends import (
     survey_token,
 )
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.store import utcnow
+from sysmail_ops.store import insert_named, update_named, utcnow
 from sysmail_ops.workspace import Workspace
 
 KINDS = ("follow_up", "survey")
@@ -195,13 +195,7 @@ def add_campaign(
         ),
     )
     with ws.store.transaction() as con:
-        if con.execute("SELECT 1 FROM campaigns WHERE name = ?", [c.name]).fetchone():
-            raise ValidationError(f"a campaign named {c.name!r} already exists")
-        con.execute(
-            f"INSERT INTO campaigns ({', '.join(_COLUMNS)}) VALUES"  # noqa: S608
-            f" ({', '.join('?' for _ in _COLUMNS)})",
-            _to_row(c),
-        )
+        insert_named(con, "campaigns", _COLUMNS, _to_row(c), "campaign")
     return c
 
 
@@ -225,9 +219,7 @@ def edit_campaign(ws: Workspace, name: str, /, **changes: Any) -> Campaign:
         raise ValidationError(f"nothing to change in campaign {name!r}")
     c = check_campaign(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
-        sets = ", ".join(f"{k} = ?" for k in _COLUMNS if k != "name")
-        values = [v for k, v in zip(_COLUMNS, _to_row(c), strict=True) if k != "name"]
-        con.execute(f"UPDATE campaigns SET {sets} WHERE name = ?", [*values, name])  # noqa: S608
+        update_named(con, "campaigns", _COLUMNS, _to_row(c))
     return c
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from sysmail_ops import accounts, directory, templates
 from sysmail_ops.conditions import Condition, compile_condition
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.store import utcnow
+from sysmail_ops.store import insert_named, update_named, utcnow
 from sysmail_ops.workspace import Workspace
 
 FLOW_TYPES = ("workflow", "approval_flow", "business_flow")
@@ -222,13 +222,7 @@ def add_rule(
         ),
     )
     with ws.store.transaction() as con:
-        if con.execute("SELECT 1 FROM workflow_rules WHERE name = ?", [r.name]).fetchone():
-            raise ValidationError(f"a rule named {r.name!r} already exists")
-        con.execute(
-            f"INSERT INTO workflow_rules ({', '.join(_COLUMNS)}) VALUES"  # noqa: S608
-            f" ({', '.join('?' for _ in _COLUMNS)})",
-            _row(r),
-        )
+        insert_named(con, "workflow_rules", _COLUMNS, _row(r), "rule")
     return r
 
 
@@ -249,9 +243,7 @@ def edit_rule(ws: Workspace, name: str, /, **changes: Any) -> Rule:
     current = get_rule(ws, name)
     r = _validate(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
-        sets = ", ".join(f"{c} = ?" for c in _COLUMNS if c != "name")
-        values = [v for c, v in zip(_COLUMNS, _row(r), strict=True) if c != "name"]
-        con.execute(f"UPDATE workflow_rules SET {sets} WHERE name = ?", [*values, name])  # noqa: S608
+        update_named(con, "workflow_rules", _COLUMNS, _row(r))
     return r
 
 

@@ -15,14 +15,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from sysmail_ops.errors import StoreBusyError
+from sysmail_ops.errors import StoreBusyError, ValidationError
 from sysmail_ops.migrations import MIGRATIONS
 
 ENV_LOCK_WAIT = "SYSMAIL_LOCK_WAIT"
@@ -129,3 +130,34 @@ class Store:
         with self.connect() as con:
             row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
+
+
+def insert_named(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    row: Sequence[Any],
+    what: str,
+) -> None:
+    """Insert a row keyed by its ``name`` column, refusing a name already taken.
+
+    ``table`` and ``columns`` are the caller's own identifiers, never user input.
+    """
+    name = row[list(columns).index("name")]
+    if con.execute(f"SELECT 1 FROM {table} WHERE name = ?", [name]).fetchone():  # noqa: S608
+        raise ValidationError(f"a {what} named {name!r} already exists")
+    con.execute(
+        f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608
+        f" VALUES ({', '.join('?' for _ in columns)})",
+        list(row),
+    )
+
+
+def update_named(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], row: Sequence[Any]
+) -> None:
+    """Rewrite every column of the row whose ``name`` is the one in ``row``."""
+    values = dict(zip(columns, row, strict=True))
+    name = values.pop("name")
+    sets = ", ".join(f"{c} = ?" for c in values)
+    con.execute(f"UPDATE {table} SET {sets} WHERE name = ?", [*values.values(), name])  # noqa: S608

@@ -20,7 +20,7 @@ from typing import Any
 
 from sysmail_ops import accounts, schedule, templates
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.store import utcnow
+from sysmail_ops.store import insert_named, update_named, utcnow
 from sysmail_ops.workspace import Workspace
 
 FORMATS = ("html_body", "html_attachment", "csv", "xlsx")
@@ -285,13 +285,7 @@ def add_subscription(
         ),
     )
     with ws.store.transaction() as con:
-        if con.execute("SELECT 1 FROM subscriptions WHERE name = ?", [s.name]).fetchone():
-            raise ValidationError(f"a subscription named {s.name!r} already exists")
-        con.execute(
-            f"INSERT INTO subscriptions ({', '.join(_COLUMNS)}) VALUES"  # noqa: S608
-            f" ({', '.join('?' for _ in _COLUMNS)})",
-            _to_row(s),
-        )
+        insert_named(con, "subscriptions", _COLUMNS, _to_row(s), "subscription")
     return s
 
 
@@ -310,9 +304,7 @@ def edit_subscription(ws: Workspace, name: str, /, **changes: Any) -> Subscripti
             given[k] = tuple(given[k])
     s = _validate(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
-        sets = ", ".join(f"{c} = ?" for c in _COLUMNS if c != "name")
-        values = [v for c, v in zip(_COLUMNS, _to_row(s), strict=True) if c != "name"]
-        con.execute(f"UPDATE subscriptions SET {sets} WHERE name = ?", [*values, name])  # noqa: S608
+        update_named(con, "subscriptions", _COLUMNS, _to_row(s))
     return s
 
 
