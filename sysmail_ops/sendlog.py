@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,21 +123,36 @@ _ENCODER = json.JSONEncoder(default=_encode)
 
 @dataclass
 class Journal:
-    """The append-only journal of one batch, locked while its process lives."""
+    """The append-only journal of one batch, locked while its process lives.
+
+    It is written in segments: ``fold_behind`` closes the current one and
+    folds it in a background thread while writing goes on in the next (DuckDB
+    works without the GIL, so the sending thread hardly notices). Every
+    segment stays locked until it is folded; one left by a killed process is
+    an orphan like any other journal.
+    """
 
     ws: Workspace
     batch_id: str
     path: Path = field(init=False)
     _fd: int = field(init=False, default=-1)
     _seq: int = field(init=False, default=0)
+    _segment: int = field(init=False, default=0)
     _pending: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _behind: ThreadPoolExecutor | None = field(init=False, default=None)
+    _last: Future[set[tuple[str, str]]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         journal_dir(self.ws).mkdir(exist_ok=True)
-        self.path = journal_dir(self.ws) / f"{self.batch_id}.jsonl"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path, self._fd = self._open_segment()
+
+    def _open_segment(self) -> tuple[Path, int]:
+        suffix = f"-{self._segment}" if self._segment else ""
+        path = journal_dir(self.ws) / f"{self.batch_id}{suffix}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return path, fd
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -165,17 +181,51 @@ class Journal:
         return self._pending
 
     def fold(self, lookup: Iterable[str] = ()) -> set[tuple[str, str]]:
-        """Move what the journal holds into the store and empty it.
+        """Move what the journal holds into the store and empty it (waits for ``fold_behind``).
 
         Returns ``delivered(lookup)`` asked in the same transaction, so a batch
         opens the store once per chunk, not twice.
         """
+        self.wait()
         with self._lock, self.ws.store.transaction() as con:
             _fold_into(con, self.path)
             found = _delivered(con, lookup)
             os.ftruncate(self._fd, 0)
             self._pending = 0
         return found
+
+    def fold_behind(self, lookup: Iterable[str] = ()) -> Future[set[tuple[str, str]]]:
+        """Fold what is written so far in the background; the future answers ``lookup``.
+
+        Writing goes on in a new segment meanwhile. Folds run one after the
+        other, in the order they were asked for.
+        """
+        wanted = list(lookup)
+        with self._lock:
+            done = (self.path, self._fd)
+            self._segment += 1
+            self.path, self._fd = self._open_segment()
+            self._pending = 0
+        if self._behind is None:
+            self._behind = ThreadPoolExecutor(1, thread_name_prefix="journal-fold")
+        self._last = self._behind.submit(self._fold_segment, *done, wanted)
+        return self._last
+
+    def _fold_segment(self, path: Path, fd: int, lookup: list[str]) -> set[tuple[str, str]]:
+        try:
+            with self.ws.store.transaction() as con:
+                _fold_into(con, path)
+                found = _delivered(con, lookup)
+            path.unlink(missing_ok=True)  # after the commit: a crash between folds it again
+        finally:
+            os.close(fd)
+        return found
+
+    def wait(self) -> None:
+        """Until the folds running behind have ended (raising what one raised)."""
+        if self._last is not None:
+            last, self._last = self._last, None
+            last.result()
 
     def close(self, *, fold: bool = True) -> None:
         if self._fd < 0:
@@ -187,6 +237,9 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = -1
+            if self._behind is not None:
+                self._behind.shutdown(wait=True)  # a fold still running keeps its segment locked
+                self._behind = None
 
 
 # The type of every key a journal line may carry (one schema for all kinds of line).
