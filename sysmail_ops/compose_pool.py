@@ -136,35 +136,33 @@ class _Worker:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        ready = _read_frame(self.proc.stdout)
-        if ready != b"ready":
-            self.ready.set_exception(BrokenPipeError("the compose worker did not start"))
-            return
-        self.ready.set_result(ready)
-        while (frame := _read_frame(self.proc.stdout)) is not None:
+        try:
+            if _read_frame(self.proc.stdout) != b"ready":
+                return
+            self.ready.set_result(b"ready")
+            while (frame := _read_frame(self.proc.stdout)) is not None:
+                with self._lock:
+                    fut = self._waiting.popleft()
+                kind, value = pickle.loads(frame)  # noqa: S301 - our worker's answer
+                if kind == "ok":
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        finally:  # the worker ended: whatever it still owed is built by the sender
+            gone = BrokenPipeError("the compose worker ended")
+            if not self.ready.done():
+                self.ready.set_exception(gone)
             with self._lock:
-                fut = self._waiting.popleft()
-            kind, value = pickle.loads(frame)  # noqa: S301 - our worker's answer
-            if kind == "ok":
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-        with self._lock:  # the worker ended: whatever it still owed is built by the sender
-            while self._waiting:
-                self._waiting.popleft().set_exception(BrokenPipeError("compose worker ended"))
+                while self._waiting:
+                    self._waiting.popleft().set_exception(gone)
+            self.proc.stdout.close()
+            self.proc.wait()
 
     def close(self) -> None:
+        """End the worker: it exits when its input does (not waited for: it takes ~0.1 s)."""
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 # -- the sender's side ---------------------------------------------------------------------
@@ -273,4 +271,7 @@ class ComposePool:
 
 
 if __name__ == "__main__":
-    _serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The frames get the real stdout; anything printed goes to stderr instead.
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    _serve(sys.stdin.buffer, frames)

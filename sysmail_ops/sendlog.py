@@ -214,6 +214,8 @@ class Journal:
     def _fold_segment(self, path: Path, fd: int, lookup: list[str]) -> set[tuple[str, str]]:
         try:
             with self.ws.store.transaction() as con:
+                # One DuckDB thread: the fold must not take the CPU the sending thread needs.
+                con.execute("SET threads = 1")
                 _fold_into(con, path)
                 found = _delivered(con, lookup)
             path.unlink(missing_ok=True)  # after the commit: a crash between folds it again
