@@ -26,6 +26,7 @@ message at a time through ``SMTPConnection.deliver``.
 
 from __future__ import annotations
 
+import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ from sysmail_ops.transport import (
     data_bytes,
     envelope_bytes,
 )
+
+_MAXLINE = 8192  # smtplib's limit on a reply line
 
 Done = Callable[[dict[str, Outcome] | None], None]
 
@@ -119,11 +122,34 @@ class Pipeline:
             raise _Broken(exc) from exc
 
     def _reply(self) -> tuple[int, bytes]:
-        assert self.conn.smtp is not None
+        """One reply, as ``smtplib.SMTP.getreply`` reads it, minus its per-line overhead."""
+        smtp = self.conn.smtp
+        assert smtp is not None
+        file = smtp.file
+        if file is None:  # smtplib makes its reader on the first reply
+            try:
+                return smtp.getreply()
+            except OSError as exc:
+                raise _Broken(exc) from exc
+        lines = []
+        while True:
+            try:
+                line = file.readline(_MAXLINE + 1)
+            except OSError as exc:
+                smtp.close()
+                raise _Broken(exc) from exc
+            if not line or len(line) > _MAXLINE:
+                smtp.close()
+                why = "Connection unexpectedly closed" if not line else "Line too long."
+                raise _Broken(smtplib.SMTPServerDisconnected(why))
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                break
         try:
-            return self.conn.smtp.getreply()
-        except OSError as exc:
-            raise _Broken(exc) from exc
+            code = int(line[:3])
+        except ValueError:
+            code = -1
+        return code, b"\n".join(lines)
 
     def _rset(self) -> None:
         assert self.conn.smtp is not None
