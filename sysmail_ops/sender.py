@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import islice
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from sysmail_ops import accounts as accounts_mod
 from sysmail_ops import archive, deferred, sendlog, suppression, templates
 from sysmail_ops.compose import Composed
-from sysmail_ops.compose_pool import ComposePool, auto_workers
+from sysmail_ops.compose_pool import Built, ComposePool, auto_workers
 from sysmail_ops.composer import Composer, Delivery
 from sysmail_ops.errors import (
     InsecureAuthError,
@@ -66,8 +66,22 @@ class SendResult:
         return f"batch {self.batch_id}: " + ", ".join(parts)
 
 
+KEEP_BUILT_BYTES = 32 * 2**20  # messages built up front and kept for sending, at most
+
+
 def _keys(chunk: list[Delivery]) -> list[str]:
     return [d.key for d in chunk if d.key]
+
+
+def _with_built(
+    chunks: Iterator[list[Delivery]], built: Iterator[Built]
+) -> Iterator[tuple[list[Delivery], Iterator[Built], list[Delivery] | None]]:
+    """``ComposePool.chunks`` for messages already built (``BatchSender.build``)."""
+    current = next(chunks, None)
+    while current is not None:
+        following = next(chunks, None)
+        yield current, islice(built, len(current)), following
+        current = following
 
 
 class _ConnectionDown(Exception):
@@ -133,13 +147,39 @@ class BatchSender:
             suppression.suppressed_set(ws) if use_case in suppression.USE_CASES else frozenset()
         )
 
-    def prepare(self, d: Delivery) -> tuple[Composed, str]:
-        """Render and compose one delivery; raises on bad input, sends nothing."""
-        return self.composer.prepare(d)
-
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self, deliveries: Iterable[Delivery], total: int | None = None) -> SendResult:
+    def build(self, deliveries: Sequence[Delivery]) -> list[Built] | None:
+        """Build every delivery before anything is sent; raise the first bad one's error.
+
+        Returns the messages for ``run`` to send as they are (one build per
+        message), unless together they exceed ``KEEP_BUILT_BYTES``: then
+        ``run`` builds them again rather than hold them all.
+        """
+        kept: list[Built] | None = []
+        size = 0
+        with ComposePool(self.composer, self._workers(len(deliveries))) as pool:
+            for _chunk, results, _following in pool.chunks([list(deliveries)]):
+                for item in results:
+                    composed, _subject, error = item
+                    if error is not None:
+                        raise error
+                    if kept is not None and composed is not None:
+                        size += composed.size
+                        kept.append(item)
+                        if size > KEEP_BUILT_BYTES:
+                            kept = None
+        return kept
+
+    def _workers(self, total: int | None) -> int:
+        return auto_workers(total) if self.opt.workers is None else self.opt.workers
+
+    def run(
+        self,
+        deliveries: Iterable[Delivery],
+        total: int | None = None,
+        built: list[Built] | None = None,
+    ) -> SendResult:
         """Send every delivery, a chunk at a time, folding the journal after each chunk.
 
         One thread sends and writes log rows. Sending is pipelined across
@@ -152,15 +192,14 @@ class BatchSender:
         sendlog.fold_orphans(self.ws)
         journal = Journal(self.ws, self.batch_id)
         self.bundle = archive.Bundle(self.ws, "sent", self.batch_id)
-        workers = auto_workers(total) if self.opt.workers is None else self.opt.workers
-        pool = ComposePool(self.composer, 0 if self.opt.dry_run else workers)
+        pool = ComposePool(self.composer, 0 if built is not None else self._workers(total))
         bar = (
             tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
             if self.opt.progress
             else None
         )
         try:
-            for item in self._prepared(pool, deliveries, journal):
+            for item in self._prepared(pool, deliveries, journal, built):
                 self._one(journal, *item)
                 if bar is not None:
                     bar.update(1)
@@ -176,7 +215,11 @@ class BatchSender:
         return self.result
 
     def _prepared(
-        self, pool: ComposePool, deliveries: Iterable[Delivery], journal: Journal
+        self,
+        pool: ComposePool,
+        deliveries: Iterable[Delivery],
+        journal: Journal,
+        built: list[Built] | None,
     ) -> Iterator[Any]:
         """Render, compose and mark duplicates, a chunk at a time.
 
@@ -188,14 +231,15 @@ class BatchSender:
         """
         it = iter(deliveries)
         chunks = iter(lambda: list(islice(it, self.opt.chunk)), [])
+        source = pool.chunks(chunks) if built is None else _with_built(chunks, iter(built))
         behind: Future[set[tuple[str, str]]] | None = None
         before: set[tuple[str, str]] = set()  # the previous chunk's (key, recipient) pairs
-        for chunk, built, following in pool.chunks(chunks):
+        for chunk, results, following in source:
             self._flush()  # settle the previous chunk, so its rows are in the journal
             done = journal.fold(_keys(chunk)) if behind is None else behind.result()
             behind = journal.fold_behind(_keys(following)) if following else None
             seen: set[tuple[str, str]] = set()
-            for d, (composed, subject, error) in zip(chunk, built, strict=True):
+            for d, (composed, subject, error) in zip(chunk, results, strict=True):
                 queued = utcnow()
                 if composed is None:
                     yield (d, queued, None, "", error, frozenset())

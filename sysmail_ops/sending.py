@@ -79,9 +79,8 @@ def send(
         unsubscribe_url=unsubscribe_url,
     )
     sender = BatchSender(ws, account, template, use_case=use_case, options=options or SendOptions())
-    sender.prepare(delivery)  # raise on bad input before a journal exists
-    result = sender.run([delivery], total=1)
-    return result
+    built = sender.build([delivery])  # raise on bad input before a journal exists
+    return sender.run([delivery], total=1, built=built)
 
 
 def send_deliveries(
@@ -100,9 +99,8 @@ def send_deliveries(
     anything is sent or written.
     """
     sender = BatchSender(ws, account, template, use_case=use_case, options=options or SendOptions())
-    for d in deliveries:
-        sender.prepare(d)
-    return sender.run(deliveries, total=len(deliveries))
+    built = sender.build(deliveries)
+    return sender.run(deliveries, total=len(deliveries), built=built)
 
 
 def records_to_deliveries(
