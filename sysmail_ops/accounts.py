@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -21,7 +21,9 @@ from sysmail_ops.errors import InUseError, LimitError, NotFoundError, Validation
 from sysmail_ops.secrets import MASK, Secret, check_reference, resolve_reference
 from sysmail_ops.store import utcnow
 from sysmail_ops.transport import is_loopback
-from sysmail_ops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from sysmail_ops.workspace import Workspace
 
 MAX_ACCOUNTS = 10
 KINDS = ("customer_service", "marketing", "workflow_notification", "other")
@@ -387,7 +389,7 @@ def set_archiving(
     return edit_account(ws, name, sent_archiving=sent, received_archiving=received)
 
 
-UsageCheck = Callable[[Workspace, str], list[str]]
+UsageCheck = Callable[["Workspace", str], list[str]]
 _USAGE_CHECKS: list[UsageCheck] = []
 
 

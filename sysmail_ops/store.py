@@ -19,12 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import StoreBusyError, ValidationError
 from sysmail_ops.migrations import MIGRATIONS
+
+if TYPE_CHECKING:  # imported when a store is opened: the compose worker never needs it
+    import duckdb
 
 ENV_LOCK_WAIT = "SYSMAIL_LOCK_WAIT"
 DEFAULT_LOCK_WAIT = 30.0
@@ -61,6 +62,8 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         deadline = time.monotonic() + self.lock_wait
         delay = 0.01
         while True:

@@ -28,7 +28,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SecurityError
@@ -49,6 +48,8 @@ from sysmail_ops.template_source import (
 from sysmail_ops.template_source import html_to_text as html_to_text  # public API, re-exported
 
 if TYPE_CHECKING:
+    import duckdb
+
     from sysmail_ops.workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
