@@ -20,6 +20,7 @@ from typing import Any
 
 from sysmail_ops import accounts as accounts_mod
 from sysmail_ops.compose import Attachment, InlineImage
+from sysmail_ops.compose_pool import AUTO_THRESHOLD
 from sysmail_ops.composer import Delivery, personal_unsubscribe
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.records import read_records
@@ -182,17 +183,23 @@ def send_batch(
 
     if isinstance(records, Iterator):
         raise ValidationError("send_batch needs records it can read twice (a list, a file)")
-    for total, d in enumerate(deliveries(), 1):
-        try:
-            accounts_mod.check_address(d.to[0], f"record {total}: address")
-        except ValidationError as exc:
-            problems.append(str(exc))
-        missing = [f for f in needed if f not in d.record]
-        if missing:
-            problems.append(f"record {total}: missing field(s) {', '.join(sorted(missing))}")
-        if len(problems) >= 5:
-            break
-    if problems:
-        more = " (and maybe more)" if len(problems) >= 5 else ""
-        raise ValidationError("; ".join(problems) + more + "; nothing was sent")
+    try:
+        for total, d in enumerate(deliveries(), 1):
+            if total == AUTO_THRESHOLD:  # a long batch: its workers start while the rest is read
+                sender.start_workers(total)
+            try:
+                accounts_mod.check_address(d.to[0], f"record {total}: address")
+            except ValidationError as exc:
+                problems.append(str(exc))
+            missing = [f for f in needed if f not in d.record]
+            if missing:
+                problems.append(f"record {total}: missing field(s) {', '.join(sorted(missing))}")
+            if len(problems) >= 5:
+                break
+        if problems:
+            more = " (and maybe more)" if len(problems) >= 5 else ""
+            raise ValidationError("; ".join(problems) + more + "; nothing was sent")
+    except BaseException:
+        sender.stop_workers()
+        raise
     return sender.run(deliveries(), total=total)
