@@ -400,10 +400,6 @@ class BatchSender:
         if outcomes is None:
             self.resend.append(job)
             return
-        with job.journal.together():  # one write for the attempt's rows (and its archive row)
-            self._settle_rows(job, outcomes)
-
-    def _settle_rows(self, job: _Job, outcomes: dict[str, Outcome]) -> None:
         ms = (time.perf_counter() - job.started) * 1000
         retry = {}
         last = job.attempt == self.opt.max_attempts or self.down is not None

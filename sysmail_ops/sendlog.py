@@ -15,9 +15,8 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -141,7 +140,6 @@ class Journal:
     _segment: int = field(init=False, default=0)
     _pending: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _held: list[bytes] | None = field(init=False, default=None)
     _behind: ThreadPoolExecutor | None = field(init=False, default=None)
     _last: Future[set[tuple[str, str]]] | None = field(init=False, default=None)
 
@@ -172,27 +170,11 @@ class Journal:
         self.write("log", row)
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
-        """Record one row; it is in the kernel's hands when this returns (or ``together`` ends)."""
+        """Record one row; it is in the kernel's hands when this returns."""
         line = (_ENCODER.encode({"k": kind, **row}) + "\n").encode()
-        if self._held is not None:
-            self._held.append(line)
-            return
         with self._lock:
             os.write(self._fd, line)
             self._pending += 1
-
-    @contextmanager
-    def together(self) -> Iterator[None]:
-        """The rows written inside reach the file in one write, when the block ends."""
-        self._held = []
-        try:
-            yield
-        finally:
-            lines, self._held = self._held, None
-            if lines:
-                with self._lock:
-                    os.write(self._fd, b"".join(lines))
-                    self._pending += len(lines)
 
     @property
     def pending(self) -> int:
