@@ -7,7 +7,10 @@ measured. Each variant runs in its own subprocess so that its peak memory
 (ru_maxrss) is its own. Run: ``make bench`` or ``python bench/bench_send.py``.
 
   (a) pipeline  send_batch: sandboxed Jinja2, composed MIME, journal + DuckDB
-                log, sent archiving (.eml + archive row) on, delivery keys
+                log, sent archiving (.eml + archive row) on, delivery keys;
+                on 2+ CPUs a worker process renders and composes (its memory
+                is reported apart, as "worker MB")
+  (a1) one-proc the same with SendOptions(workers=0): everything in one process
   (b) redmail   Red Mail over one kept-open connection (its own Jinja rendering)
   (c) naive     EmailMessage + a new smtplib connection + one DuckDB insert per message
   (d) ceiling   pre-serialised bytes over one smtplib connection
@@ -86,10 +89,32 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def watch_compose_workers() -> list[float]:
+    """Each compose worker's peak RSS (MB), read from /proc as its batch closes it.
+
+    Not RUSAGE_CHILDREN: a child's ru_maxrss counts the parent's pages it held
+    between fork and exec, so a 36 MB worker of a 300 MB parent shows 335 MB.
+    """
+    from sysmail_ops import compose_pool
+
+    peaks: list[float] = []
+    close = compose_pool._Worker.close
+
+    def close_and_measure(self: Any) -> None:
+        status = Path(f"/proc/{self.proc.pid}/status")
+        for line in status.read_text().splitlines() if status.exists() else []:
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+        close(self)
+
+    compose_pool._Worker.close = close_and_measure  # type: ignore[method-assign]
+    return peaks
+
+
 # -- the variants (each runs in its own process) -------------------------------------------
 
 
-def run_pipeline(port: int, n: int) -> dict[str, Any]:
+def run_pipeline(port: int, n: int, workers: int | None = None) -> dict[str, Any]:
     from sysmail_ops import accounts, templates
     from sysmail_ops.sending import SendOptions, send_batch
     from sysmail_ops.workspace import Workspace
@@ -116,7 +141,7 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
         "shipped",
         Records(n),
         key_column="id",
-        options=SendOptions(per_connection=10_000),
+        options=SendOptions(per_connection=10_000, workers=workers),
     )
     elapsed = time.perf_counter() - started
     assert result.counts == {"sent": n}, result.counts
@@ -125,6 +150,10 @@ def run_pipeline(port: int, n: int) -> dict[str, Any]:
     assert row and row[0] == n, row
     shutil.rmtree(home)
     return {"seconds": elapsed, "messages": n}
+
+
+def run_one_process(port: int, n: int) -> dict[str, Any]:
+    return run_pipeline(port, n, workers=0)
 
 
 def run_redmail(port: int, n: int) -> dict[str, Any]:
@@ -210,6 +239,7 @@ def run_ceiling(port: int, n: int) -> dict[str, Any]:
 
 VARIANTS = {
     "pipeline": run_pipeline,
+    "one-proc": run_one_process,
     "redmail": run_redmail,
     "naive": run_naive,
     "ceiling": run_ceiling,
@@ -219,8 +249,10 @@ VARIANTS = {
 def child(variant: str, port: int, n: int, trace: bool) -> None:
     if trace:
         tracemalloc.start()
+    worker_peaks = watch_compose_workers()
     out = VARIANTS[variant](port, n)
     out["peak_mb"] = peak_mb()
+    out["worker_mb"] = max(worker_peaks, default=0.0)
     if trace:
         out["heap_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
     print(json.dumps(out))
@@ -264,16 +296,20 @@ def main() -> None:
         f"\n{args.n} messages, ~{res['ceiling']['bytes'] / 1024:.1f} KB each, smtp-sink on "
         f"loopback, {os.cpu_count()} cores\n"
     )
-    print(f"{'variant':<10} {'msg/s':>8} {'peak MB':>8}")
+    print(f"{'variant':<10} {'msg/s':>8} {'peak MB':>8} {'worker MB':>10}")
     for v, r in res.items():
-        print(f"{v:<10} {r['rate']:>8.0f} {r['peak_mb']:>8.0f}")
+        worker = f"{r['worker_mb']:>10.0f}" if r["worker_mb"] else f"{'-':>10}"
+        print(f"{v:<10} {r['rate']:>8.0f} {r['peak_mb']:>8.0f} {worker}")
     print(f"\na/b (pipeline / Red Mail)       {a / res['redmail']['rate']:.2f}   (goal >= 3)")
     print(f"a/c (pipeline / naive loop)     {a / res['naive']['rate']:.2f}")
     print(f"a/d (pipeline / server ceiling) {a / res['ceiling']['rate']:.2f}   (goal >= 0.7)")
+    a1 = res["one-proc"]["rate"]
+    print(f"a1/d (one process / ceiling)    {a1 / res['ceiling']['rate']:.2f}")
     if small and big:
         print(f"\npipeline memory      {args.n:>8} msgs {args.big:>8} msgs")
         print(f"Python heap peak MB  {small['heap_mb']:>13.1f} {big['heap_mb']:>13.1f}")
         print(f"process RSS peak MB  {small['peak_mb']:>13.0f} {big['peak_mb']:>13.0f}")
+        print(f"worker RSS peak MB   {small['worker_mb']:>13.0f} {big['worker_mb']:>13.0f}")
 
 
 if __name__ == "__main__":

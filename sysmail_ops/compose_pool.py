@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -119,7 +120,10 @@ class _Worker:
         self.ready: Future[bytes] = Future()
         self._reader = threading.Thread(target=self._read, name="compose-reader", daemon=True)
         self._reader.start()
-        self._send(pickle.dumps(composer, pickle.HIGHEST_PROTOCOL))
+        try:
+            self._send(pickle.dumps(composer, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # it died at once: ``ready`` fails, and the sender builds everything
+            self.close()
 
     def submit(self, payload: bytes) -> Future[list[Built]]:
         fut: Future[list[Built]] = Future()
@@ -230,6 +234,9 @@ class ComposePool:
         """Give the workers the next pieces, once they are up, up to ``ahead`` at a time."""
         if not self._workers or not all(w.ready.done() for w in self._workers):
             return
+        if any(w.ready.exception() for w in self._workers):  # one did not start
+            self.close()
+            return
         for p in self._queue:
             if self._out >= self.ahead:
                 return
@@ -271,6 +278,8 @@ class ComposePool:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the sender decides, the worker ends with its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The frames get the real stdout; anything printed goes to stderr instead.
     frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
