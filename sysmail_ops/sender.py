@@ -202,31 +202,31 @@ class BatchSender:
         second process (``compose_pool``); a second thread would not help: the
         threads fight over the GIL and every server reply waits for it.
         """
-        sendlog.fold_orphans(self.ws)
-        journal = Journal(self.ws, self.batch_id)
-        self.bundle = archive.Bundle(self.ws, "sent", self.batch_id)
         pool, self._pool = self._pool, None
         if pool is None:
             pool = ComposePool(self.composer, 0 if built is not None else self._workers(total))
-        bar = (
-            tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
-            if self.opt.progress
-            else None
-        )
-        try:
-            for item in self._prepared(pool, deliveries, journal, built):
-                self._one(journal, *item)
+        with pool:
+            sendlog.fold_orphans(self.ws)
+            journal = Journal(self.ws, self.batch_id)
+            self.bundle = archive.Bundle(self.ws, "sent", self.batch_id)
+            bar = (
+                tqdm(total=total, unit="msg", desc=f"send {self.account.name}")
+                if self.opt.progress
+                else None
+            )
+            try:
+                for item in self._prepared(pool, deliveries, journal, built):
+                    self._one(journal, *item)
+                    if bar is not None:
+                        bar.update(1)
+                self._flush()
+            finally:
                 if bar is not None:
-                    bar.update(1)
-            self._flush()
-        finally:
-            pool.close()
-            if bar is not None:
-                bar.close()
-            if self.conn is not None:
-                self.conn.close()
-            self.bundle.close()
-            journal.close()
+                    bar.close()
+                if self.conn is not None:
+                    self.conn.close()
+                self.bundle.close()
+                journal.close()
         return self.result
 
     def _prepared(
