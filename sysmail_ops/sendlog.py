@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable
@@ -148,10 +149,17 @@ class Journal:
         self.path, self._fd = self._open_segment()
 
     def _open_segment(self) -> tuple[Path, int]:
+        """A new segment, locked before it is visible: ``fold_orphans`` never takes it."""
         suffix = f"-{self._segment}" if self._segment else ""
         path = journal_dir(self.ws) / f"{self.batch_id}{suffix}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        making = path.with_suffix(".new")
+        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(making, path)
+        except BaseException:
+            os.close(fd)
+            raise
         return path, fd
 
     def next_seq(self) -> int:
@@ -326,13 +334,26 @@ def _fold_into(con: Any, path: Path) -> int:
     return int(kinds.get("log", 0))
 
 
+_SEGMENT = re.compile(r"(.+?)(?:-(\d{1,6}))?")
+
+
+def _write_order(path: Path) -> tuple[str, int]:
+    """A batch's segments in the order they were written: <id>, <id>-1, <id>-2, ..., <id>-10."""
+    m = _BATCH_SEGMENT.fullmatch(path.stem) or _SEGMENT.fullmatch(path.stem)
+    assert m is not None
+    return m[1], int(m[2] or 0)
+
+
+_BATCH_SEGMENT = re.compile(r"(\d{8}T\d{6}-[0-9a-f]{8})(?:-(\d+))?")
+
+
 def fold_orphans(ws: Workspace) -> int:
     """Fold the journals of batches whose process is gone (killed, crashed)."""
     folded = 0
     folder = journal_dir(ws)
     if not folder.exists():
         return 0
-    for path in sorted(folder.glob("*.jsonl")):
+    for path in sorted(folder.glob("*.jsonl"), key=_write_order):
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -342,6 +363,8 @@ def fold_orphans(ws: Workspace) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its batch is still running
+            if os.fstat(fd).st_nlink == 0:
+                continue  # folded and removed by its own batch since we opened it
             folded += _fold_file(ws, path)
             path.unlink(missing_ok=True)
         finally:

@@ -164,13 +164,6 @@ def test_a_torn_last_line_is_cut(ws: Workspace) -> None:
     assert segments(ws) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="races with a live journal: fold_orphans can lock a segment that the fold behind "
-    "unlinked meanwhile and raise FileNotFoundError (sendlog._complete_lines); and it can lock "
-    "a segment _open_segment just created but not yet locked, so fold_behind raises "
-    "BlockingIOError (or writes on into a file fold_orphans already removed)",
-)
 def test_fold_orphans_beside_a_live_journal_breaks_neither(ws: Workspace) -> None:
     """``list_logs`` in another process (here: threads, flock is per open file) meanwhile."""
     j = Journal(ws, new_batch_id())
@@ -312,11 +305,6 @@ def test_a_writer_killed_after_fold_behind_leaves_orphans_folded_once(ws: Worksp
     assert_once(ws, bid, 20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fold_orphans folds segments in name order: <id>-1, <id>-10, <id>-11, <id>-12, "
-    "<id>-2, ..., <id>.jsonl, so send_log ids no longer follow the rows' seq",
-)
 def test_orphan_segments_fold_in_the_order_they_were_written(ws: Workspace) -> None:
     bid = new_batch_id()
     proc = writer(ws, STALLED, bid)
