@@ -334,17 +334,15 @@ def _fold_into(con: Any, path: Path) -> int:
     return int(kinds.get("log", 0))
 
 
+# <batch id>[-<segment>]: a batch id ends in 8 hex digits, so a 1-6 digit tail is a segment.
 _SEGMENT = re.compile(r"(.+?)(?:-(\d{1,6}))?")
 
 
 def _write_order(path: Path) -> tuple[str, int]:
     """A batch's segments in the order they were written: <id>, <id>-1, <id>-2, ..., <id>-10."""
-    m = _BATCH_SEGMENT.fullmatch(path.stem) or _SEGMENT.fullmatch(path.stem)
+    m = _SEGMENT.fullmatch(path.stem)
     assert m is not None
     return m[1], int(m[2] or 0)
-
-
-_BATCH_SEGMENT = re.compile(r"(\d{8}T\d{6}-[0-9a-f]{8})(?:-(\d+))?")
 
 
 def fold_orphans(ws: Workspace) -> int:
