@@ -17,8 +17,8 @@ from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
 
-from sysmail_ops import reports
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.subscriptions import notebooks as reports
 
 
 def kb(n: int) -> str:

@@ -95,7 +95,7 @@ def watch_compose_workers() -> list[float]:
     Not RUSAGE_CHILDREN: a child's ru_maxrss counts the parent's pages it held
     between fork and exec, so a 36 MB worker of a 300 MB parent shows 335 MB.
     """
-    from sysmail_ops import compose_pool
+    from sysmail_ops.sending import worker as compose_pool
 
     peaks: list[float] = []
     close = compose_pool._Worker.close
@@ -115,9 +115,10 @@ def watch_compose_workers() -> list[float]:
 
 
 def run_pipeline(port: int, n: int, workers: int | None = None) -> dict[str, Any]:
-    from sysmail_ops import accounts, templates
-    from sysmail_ops.sending import SendOptions, send_batch
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.config import accounts
+    from sysmail_ops.config.workspace import Workspace
+    from sysmail_ops.sending.batch import SendOptions, send_batch
+    from sysmail_ops.templates import catalog as templates
 
     home = tempfile.mkdtemp(prefix="bench-ws-", dir=RESULTS)
     ws, _ = Workspace.init(home)
@@ -204,9 +205,9 @@ def run_naive(port: int, n: int) -> dict[str, Any]:
 
 
 def run_ceiling(port: int, n: int) -> dict[str, Any]:
-    from sysmail_ops import templates
-    from sysmail_ops.compose import compose
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.config.workspace import Workspace
+    from sysmail_ops.mail.mime import compose
+    from sysmail_ops.templates import catalog as templates
 
     # Serialise the same messages beforehand; only sending is timed.
     home = tempfile.mkdtemp(prefix="bench-ceiling-")

@@ -29,9 +29,13 @@ from typing import Any
 
 from bench_send import RESULTS, start_sink
 
-from sysmail_ops import accounts, reports, sending, subscription_runs, subscriptions
-from sysmail_ops.store import utcnow
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.sending import batch as sending
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.subscriptions import model as subscriptions
+from sysmail_ops.subscriptions import notebooks as reports
+from sysmail_ops.subscriptions import runs as subscription_runs
 
 PARAMETER_SETS: list[dict[str, Any]] = [
     {"region": "EMEA", "owner": "Ana Schmidt"},

@@ -10,8 +10,8 @@ import pytest
 import trustme
 from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, Security, SMTPTestServer, closed_port
 
-from sysmail_ops import accounts
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 
 pytest_plugins = ["workspace_fixtures"]  # the `ws` fixture and the isolated environment
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from sysmail_ops import accounts
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
-from sysmail_ops.workspace import Workspace
 
 
 def add(ws: Workspace, name: str = "service", **kw: Any) -> accounts.Account:

@@ -11,11 +11,15 @@ from conftest import bind
 from matplotlib.figure import Figure
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import analytics, charts, sending, sendlog, templates
+from sysmail_ops.analytics import charts
+from sysmail_ops.analytics import queries as analytics
+from sysmail_ops.config.secrets import ENV_KEY
+from sysmail_ops.config.workspace import ENV_HOME, Workspace
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.secrets import ENV_KEY
-from sysmail_ops.store import utcnow
-from sysmail_ops.workspace import ENV_HOME, Workspace
+from sysmail_ops.records import sendlog
+from sysmail_ops.sending import batch as sending
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.templates import catalog as templates
 
 FAST = sending.SendOptions(backoff=0.01)
 

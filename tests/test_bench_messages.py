@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops import templates
-from sysmail_ops.compose import compose
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.mail.mime import compose
+from sysmail_ops.templates import catalog as templates
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 import bench_send

@@ -18,23 +18,19 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import (
-    accounts,
-    campaigns,
-    deferred,
-    sendlog,
-    settings,
-    suppression,
-    surveys,
-    templates,
-    web,
-)
-from sysmail_ops.campaign_members import members
-from sysmail_ops.campaign_sends import Links, survey_token
+from sysmail_ops.campaigns import model as campaigns
+from sysmail_ops.campaigns import surveys
+from sysmail_ops.campaigns.members import members
+from sysmail_ops.campaigns.sends import Links, survey_token
+from sysmail_ops.config import accounts, settings
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
-from sysmail_ops.sending import SendOptions
-from sysmail_ops.store import utcnow
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.records import sendlog, suppression
+from sysmail_ops.sending import retry as deferred
+from sysmail_ops.sending.batch import SendOptions
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.templates import catalog as templates
+from sysmail_ops.web import server as web
 
 FAST = SendOptions(backoff=0.01)
 CONTACTS = pd.DataFrame(

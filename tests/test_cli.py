@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sysmail_ops.cli import build_parser, main
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
 
 PASSWORD = "Cli-Secret-Pa55word"
 

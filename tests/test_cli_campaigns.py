@@ -12,9 +12,11 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import campaigns, surveys, templates
+from sysmail_ops.campaigns import model as campaigns
+from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import main
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.templates import catalog as templates
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import templates
 from sysmail_ops.cli import main
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.templates import catalog as templates
 
 
 @pytest.fixture

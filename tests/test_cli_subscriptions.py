@@ -12,8 +12,8 @@ from smtp_testserver import SMTPTestServer
 from test_subscriptions import write_echo_report
 
 from sysmail_ops.cli import main
-from sysmail_ops.store import utcnow
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.store.database import utcnow
 
 
 @pytest.fixture

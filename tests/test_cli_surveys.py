@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from sysmail_ops import surveys
+from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import main
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -14,9 +14,9 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import templates
 from sysmail_ops.cli import main
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.templates import catalog as templates
 
 
 @pytest.fixture

@@ -27,10 +27,10 @@ import pandas as pd
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from sysmail_ops import headers as headers_mod
-from sysmail_ops.accounts import check_address
-from sysmail_ops.compose import Attachment, Composed, InlineImage, _qp, compose
 from sysmail_ops.errors import HeaderInjectionError, ValidationError
+from sysmail_ops.mail import headers as headers_mod
+from sysmail_ops.mail.addresses import check_address
+from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, _qp, compose
 
 SENDER = "service@example.com"
 

@@ -27,12 +27,14 @@ from typing import Any
 import pytest
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, archive, sendlog, templates
-from sysmail_ops.compose_pool import Built, ComposePool, build_one
-from sysmail_ops.composer import Composer, Delivery
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import HeaderInjectionError, TemplateError, ValidationError
-from sysmail_ops.sending import SendOptions, send_batch, send_deliveries
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.records import archive, sendlog
+from sysmail_ops.sending.batch import SendOptions, send_batch, send_deliveries
+from sysmail_ops.sending.delivery import Composer, Delivery
+from sysmail_ops.sending.worker import Built, ComposePool, build_one
+from sysmail_ops.templates import catalog as templates
 
 READY_WAIT = 30.0  # seconds: a fresh interpreter takes ~0.3 s, a loaded CI box much longer
 SIZES = (40, 13, 1, 29)  # chunk sizes, cycled: pieces of 7 split them unevenly
@@ -299,10 +301,11 @@ def test_a_worker_that_dies_while_starting_leaves_everything_to_this_process(
 ORPHAN = textwrap.dedent(
     """
     import sys, time
-    from sysmail_ops import accounts, templates
-    from sysmail_ops.compose_pool import ComposePool
-    from sysmail_ops.composer import Composer
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.config import accounts
+    from sysmail_ops.templates import catalog as templates
+    from sysmail_ops.sending.worker import ComposePool
+    from sysmail_ops.sending.delivery import Composer
+    from sysmail_ops.config.workspace import Workspace
 
     ws = Workspace.open(sys.argv[1])
     c = Composer(accounts.get_account(ws, "service"), templates.get_template(ws, "note"))
@@ -363,8 +366,8 @@ NO_GUARD = textwrap.dedent(
     """
     # A user's script: no ``if __name__ == "__main__":`` guard.
     import sys
-    from sysmail_ops.sending import SendOptions, send_batch
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.sending.batch import SendOptions, send_batch
+    from sysmail_ops.config.workspace import Workspace
 
     with open(sys.argv[2], "a") as fh:
         fh.write("ran\\n")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sysmail_ops.conditions import ConditionError, compile_condition
+from sysmail_ops.flows.conditions import ConditionError, compile_condition
 
 RECORD = {
     "amount": 1200,

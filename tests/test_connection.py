@@ -7,8 +7,10 @@ from pathlib import Path
 from conftest import bind
 from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, SMTPTestServer
 
-from sysmail_ops import accounts, conntest, sendlog
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.records import sendlog
+from sysmail_ops.sending import connection_test as conntest
 
 
 def test_starttls_auth_ok_with_greeting_and_record(

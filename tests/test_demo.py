@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops import accounts, archive, sendlog
 from sysmail_ops.cli import main
-from sysmail_ops.sink import list_mailbox
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.records import archive, sendlog
+from sysmail_ops.sink.server import list_mailbox
 
 
 def test_demo_binds_tests_sends_and_is_safe_to_rerun(

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from sysmail_ops import sendlog
-from sysmail_ops.sendlog import Journal, fold_orphans, journal_dir, new_batch_id
-from sysmail_ops.store import utcnow
-from sysmail_ops.transport import Outcome
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.mail.smtp import Outcome
+from sysmail_ops.records import sendlog
+from sysmail_ops.records.sendlog import Journal, fold_orphans, journal_dir, new_batch_id
+from sysmail_ops.store.database import utcnow
 
 RCPT = "eve@example.com"
 
@@ -209,8 +209,8 @@ WRITER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, sys.argv[3])
     from test_journal import log
-    from sysmail_ops.sendlog import Journal
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.records.sendlog import Journal
+    from sysmail_ops.config.workspace import Workspace
 
     ws = Workspace.open(sys.argv[1])
     j = Journal(ws, sys.argv[2])
@@ -242,8 +242,8 @@ STALLED = textwrap.dedent(
     import sys, time
     sys.path.insert(0, sys.argv[3])
     from test_journal import log
-    from sysmail_ops.sendlog import Journal
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.records.sendlog import Journal
+    from sysmail_ops.config.workspace import Workspace
 
     ws = Workspace.open(sys.argv[1])
     print("open", flush=True)

@@ -10,8 +10,8 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import conntest
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.sending import connection_test as conntest
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -18,11 +18,15 @@ from markupsafe import Markup
 from nbformat.v4 import new_code_cell, new_notebook
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import reportkit, reports, sales, sending, templates
-from sysmail_ops.compose import Attachment
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.demo import sales
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.reports import ReportRun
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.mail.mime import Attachment
+from sysmail_ops.sending import batch as sending
+from sysmail_ops.subscriptions import kit as reportkit
+from sysmail_ops.subscriptions import notebooks as reports
+from sysmail_ops.subscriptions.notebooks import ReportRun
+from sysmail_ops.templates import catalog as templates
 
 ROOT = Path(__file__).parents[1]
 BUNDLED = sorted((ROOT / "reports").glob("*.ipynb"))
@@ -384,7 +388,7 @@ def test_the_kernel_runs_this_python_in_the_run_folder_with_home(tmp_path: Path)
 
 
 def test_interpreters_of_one_environment_are_the_same_kernel() -> None:
-    from sysmail_ops.reports import _same_environment
+    from sysmail_ops.subscriptions.notebooks import _same_environment
 
     assert _same_environment("/srv/app/.venv/bin/python", "/srv/app/.venv/bin/python3")
     assert not _same_environment("/srv/app/.venv/bin/python", "/usr/bin/python3")

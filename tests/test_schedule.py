@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from sysmail_ops import schedule
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.subscriptions import schedule
 
 BERLIN = schedule.check_timezone("Europe/Berlin")
 # 2026: clocks go 02:00 -> 03:00 on 29 March, 03:00 -> 02:00 on 25 October (Europe/Berlin).

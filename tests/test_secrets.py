@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops import accounts
+from sysmail_ops.config import accounts
+from sysmail_ops.config.secrets import ENV_KEY, Secret
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SecretKeyError
-from sysmail_ops.secrets import ENV_KEY, Secret
-from sysmail_ops.workspace import Workspace
 
 PASSWORD = "Corr3ct-Horse-Battery"
 

@@ -11,12 +11,15 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, archive, deferred, sendlog, templates
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
-from sysmail_ops.sending import SendOptions, send, send_batch
-from sysmail_ops.store import utcnow
-from sysmail_ops.transport import SMTPConnection
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.mail.smtp import SMTPConnection
+from sysmail_ops.records import archive, sendlog
+from sysmail_ops.sending import retry as deferred
+from sysmail_ops.sending.batch import SendOptions, send, send_batch
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.templates import catalog as templates
 
 FAST = SendOptions(backoff=0.01)
 

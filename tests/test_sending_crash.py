@@ -13,16 +13,17 @@ from collections import Counter
 import pytest
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import sendlog, templates
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.records import sendlog
+from sysmail_ops.templates import catalog as templates
 
 pytestmark = pytest.mark.slow
 
 BATCH = textwrap.dedent(
     """
     import sys
-    from sysmail_ops.sending import SendOptions, send_batch
-    from sysmail_ops.workspace import Workspace
+    from sysmail_ops.sending.batch import SendOptions, send_batch
+    from sysmail_ops.config.workspace import Workspace
 
     ws = Workspace.open(sys.argv[1])
     n = int(sys.argv[2])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sysmail_ops import settings
+from sysmail_ops.config import settings
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.workspace import Workspace
 
 
 def stored_rows(ws: Workspace) -> list[tuple[str, str]]:

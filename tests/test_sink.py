@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sysmail_ops.errors import SysmailError
-from sysmail_ops.sink import (
+from sysmail_ops.sink.server import (
     INDEX_NAME,
     KEY_NAME,
     CaptureSink,

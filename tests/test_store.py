@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops import accounts, templates
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import StoreBusyError, WorkspaceError
-from sysmail_ops.migrations import MIGRATIONS
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.store.migrations import MIGRATIONS
+from sysmail_ops.templates import catalog as templates
 
 HOLDER = textwrap.dedent(
     """
@@ -129,7 +130,7 @@ def test_an_older_workspace_is_upgraded_on_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A workspace of the release before subscriptions (migrations 1-4) gets the rest."""
-    from sysmail_ops import store
+    from sysmail_ops.store import database as store
 
     first = 4
     monkeypatch.setattr(store, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= first])

@@ -14,14 +14,17 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, subscription_runs, subscriptions, templates
+from sysmail_ops.config import accounts
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, ValidationError
-from sysmail_ops.store import utcnow
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.subscriptions import model as subscriptions
+from sysmail_ops.subscriptions import runs as subscription_runs
+from sysmail_ops.templates import catalog as templates
 
 ECHO_SOURCE = """\
 import pandas as pd
-from sysmail_ops import reportkit
+from sysmail_ops.subscriptions import kit as reportkit
 
 if fail:
     raise RuntimeError(f"report failed on purpose for {region}")
@@ -347,8 +350,8 @@ def test_two_schedulers_at_once_run_each_slot_once(
 def test_the_attached_page_embeds_the_charts_the_mail_references_by_cid() -> None:
     import pandas as pd
 
-    from sysmail_ops.compose import InlineImage
-    from sysmail_ops.reports import ReportOutput
+    from sysmail_ops.mail.mime import InlineImage
+    from sysmail_ops.subscriptions.notebooks import ReportOutput
 
     png = b"\x89PNG\r\n\x1a\n-not-really"
     out = ReportOutput(

@@ -9,10 +9,11 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import sendlog, suppression, templates
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import HeaderInjectionError, NotFoundError, ValidationError
-from sysmail_ops.sending import Delivery, SendOptions, send, send_batch, send_deliveries
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.records import sendlog, suppression
+from sysmail_ops.sending.batch import Delivery, SendOptions, send, send_batch, send_deliveries
+from sysmail_ops.templates import catalog as templates
 
 FAST = SendOptions(backoff=0.01)
 
@@ -235,8 +236,9 @@ def test_bad_headers_send_nothing_and_write_nothing(
 def test_batch_with_personal_unsubscribe_links(
     ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
 ) -> None:
-    from sysmail_ops import settings, surveys
+    from sysmail_ops.campaigns import surveys
     from sysmail_ops.cli import main
+    from sysmail_ops.config import settings
 
     settings.set_setting(ws, "public_base_url", "https://mail.example.com")
     templates.add_template(
@@ -274,8 +276,8 @@ def test_batch_with_personal_unsubscribe_links(
 def test_an_address_unsubscribed_while_its_mail_waits_in_the_queue_is_not_mailed(
     ws: Workspace, smtp_server: SMTPTestServer, news: object
 ) -> None:
-    from sysmail_ops import deferred
-    from sysmail_ops.store import utcnow
+    from sysmail_ops.sending import retry as deferred
+    from sysmail_ops.store.database import utcnow
 
     smtp_server.fail_data_times = 100
     for to in ("a@example.com", "b@example.com"):

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from sysmail_ops import template_source, templates
 from sysmail_ops.cli import main
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.templates import catalog as templates
+from sysmail_ops.templates import render as template_source
 
 CASE_HTML = """<html><body>
 <p>Hello {{ name }},</p>

@@ -15,9 +15,13 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import sendlog, settings, suppression, surveys, templates, web
-from sysmail_ops.sending import Delivery, SendOptions, send, send_deliveries
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.campaigns import surveys
+from sysmail_ops.config import settings
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.records import sendlog, suppression
+from sysmail_ops.sending.batch import Delivery, SendOptions, send, send_deliveries
+from sysmail_ops.templates import catalog as templates
+from sysmail_ops.web import server as web
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -174,7 +178,7 @@ def test_body_size_is_capped(ws: Workspace, server: web.SurveyServer) -> None:
 def test_access_log_never_shows_a_token(
     ws: Workspace, server: web.SurveyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sysmail_ops.web")
+    caplog.set_level(logging.INFO, logger="sysmail_ops.web.server")
     t = token(ws)
     request(surveys.survey_links(ws, t)[3])
     post(surveys.survey_url(ws, t), {"score": "3"})

@@ -16,10 +16,14 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops import accounts, archive, directory, events, sendlog, templates, workflows
+from sysmail_ops.config import accounts, directory
+from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
-from sysmail_ops.sending import SendOptions
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.flows import events
+from sysmail_ops.flows import notifications as workflows
+from sysmail_ops.records import archive, sendlog
+from sysmail_ops.sending.batch import SendOptions
+from sysmail_ops.templates import catalog as templates
 
 FAST = SendOptions(backoff=0.01, max_attempts=1)
 

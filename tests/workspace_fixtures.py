@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sysmail_ops.secrets import ENV_KEY
-from sysmail_ops.workspace import ENV_HOME, Workspace
+from sysmail_ops.config.secrets import ENV_KEY
+from sysmail_ops.config.workspace import ENV_HOME, Workspace
 
 
 @pytest.fixture(autouse=True)

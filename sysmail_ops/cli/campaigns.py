@@ -7,8 +7,8 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sysmail_ops import campaign_members
 from sysmail_ops import campaigns as api
+from sysmail_ops.campaigns import members as campaign_members
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.workspace import Workspace
 
 
 def open_workspace(args: argparse.Namespace) -> Workspace:

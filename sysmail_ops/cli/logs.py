@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sysmail_ops import archive, sendlog
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.records import archive, sendlog
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,11 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import deferred, sending, sendlog
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json
-from sysmail_ops.compose import Attachment
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.mail.mime import Attachment
+from sysmail_ops.records import sendlog
+from sysmail_ops.sending import batch as sending
+from sysmail_ops.sending import retry as deferred
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sysmail_ops import settings as api
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json, print_table, warn
+from sysmail_ops.config import settings as api
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from sysmail_ops import sink as api
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json, print_table
-from sysmail_ops.demo import SINK_PORT
+from sysmail_ops.demo.main import SINK_PORT
+from sysmail_ops.sink import server as api
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

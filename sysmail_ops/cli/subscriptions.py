@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import schedule, subscription_runs
-from sysmail_ops import subscriptions as api
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.config.workspace import resolve_home
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.records import read_records
-from sysmail_ops.workspace import resolve_home
+from sysmail_ops.inputs import read_records
+from sysmail_ops.subscriptions import model as api
+from sysmail_ops.subscriptions import runs as subscription_runs
+from sysmail_ops.subscriptions import schedule
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

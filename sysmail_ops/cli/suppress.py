@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from sysmail_ops import suppression
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.logs import _records
 from sysmail_ops.cli.output import print_json, print_table
+from sysmail_ops.records import suppression
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

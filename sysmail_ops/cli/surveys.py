@@ -7,11 +7,13 @@ import logging
 import sys
 from dataclasses import asdict
 
-from sysmail_ops import settings, surveys, web
+from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import campaigns as campaigns_cli
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.logs import _records
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
+from sysmail_ops.config import settings
+from sysmail_ops.web import server as web
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import templates as api
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.templates import catalog as api
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

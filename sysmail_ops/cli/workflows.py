@@ -8,10 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops import directory, workflows
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.config import directory
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.flows import notifications as workflows
 
 RECIPIENT_HELP = (
     "an address, field:NAME (an address in the event's record) or role:ROLE (the people of "

@@ -7,11 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from sysmail_ops import demo
 from sysmail_ops.cli import accounts as accounts_cli
 from sysmail_ops.cli import logs as logs_cli
-from sysmail_ops.secrets import ENV_KEY
-from sysmail_ops.workspace import Workspace
+from sysmail_ops.config.secrets import ENV_KEY
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.demo import main as demo
+from sysmail_ops.templates import catalog as templates
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     ws, new_key = Workspace.init(args.home, lock_wait=args.lock_wait)
+    templates.ensure_builtin(ws)
     print(f"workspace: {ws.home}")
     print(f"database:  {ws.db_path} (schema version {ws.store.schema_version()})")
     if ws.secrets.origin.startswith("$"):

@@ -1,0 +1,215 @@
+"""Workspace settings: a few named values kept in the store, each checked and with a default.
+
+Only the names below exist; a value is checked when it is set (bad input
+writes nothing) and read back as its type. A setting never set reads as its
+default, so a new workspace needs no set-up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store.database import utcnow
+
+
+def _url(value: Any) -> str:
+    """An http(s) base URL without query or fragment, kept without its trailing slash."""
+    text = str(value).strip()
+    if any(c.isspace() or not c.isprintable() for c in text) or any(c in text for c in "<>\"'"):
+        raise ValidationError("public_base_url must not contain spaces, line breaks, quotes or <>")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            f"public_base_url must be an http:// or https:// URL, got {text[:80]!r}"
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValidationError(
+            "public_base_url takes no query, fragment or user name: scheme://host[:port][/path]"
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValidationError(f"public_base_url has a bad port: {text[:80]!r}") from None
+    return text.rstrip("/")
+
+
+def _days(name: str, low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValidationError(f"{name} takes a whole number of days, got {value!r}")
+        try:
+            n = int(str(value).strip())
+        except ValueError:
+            raise ValidationError(
+                f"{name} takes a whole number of days, got {str(value)[:40]!r}"
+            ) from None
+        if not low <= n <= high:
+            raise ValidationError(f"{name} must be from {low} to {high} days, got {n}")
+        return n
+
+    return check
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One known setting: its default, its check and what it is for."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
+
+
+DEFINITIONS: dict[str, Definition] = {
+    d.name: d
+    for d in (
+        Definition(
+            "public_base_url",
+            "http://127.0.0.1:8025",
+            _url,
+            "base URL of survey and unsubscribe links: where `sysmail-ops serve` is reached "
+            "(e.g. behind the company's reverse proxy)",
+        ),
+        Definition(
+            "survey_token_days",
+            30,
+            _days("survey_token_days", 1, 365),
+            "days a survey link stays valid",
+        ),
+        Definition(
+            "survey_quiet_days",
+            30,
+            _days("survey_quiet_days", 0, 3650),
+            "a contact surveyed in the last N days is not surveyed again (0: no rule)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting's current value and where it comes from."""
+
+    name: str
+    value: Any
+    default: Any
+    is_default: bool
+    updated_at: datetime | None
+    help: str
+
+
+def _definition(name: str) -> Definition:
+    try:
+        return DEFINITIONS[name]
+    except KeyError:
+        raise NotFoundError(
+            f"no setting named {name!r}: choose one of {', '.join(DEFINITIONS)}"
+        ) from None
+
+
+def _stored(ws: Workspace, name: str | None = None) -> dict[str, tuple[str, datetime]]:
+    sql = "SELECT key, value, updated_at FROM settings"
+    params: list[Any] = []
+    if name is not None:
+        sql += " WHERE key = ?"
+        params.append(name)
+    with ws.store.connect() as con:
+        return {k: (v, t) for k, v, t in con.execute(sql, params).fetchall()}
+
+
+# db path -> (read at, stored values): a mail merge asks per recipient, the store
+# is opened once per few seconds. Another process's change shows within CACHE_SECONDS.
+CACHE_SECONDS = 5.0
+_CACHE: dict[str, tuple[float, dict[str, tuple[str, datetime]]]] = {}
+
+
+def _cached(ws: Workspace) -> dict[str, tuple[str, datetime]]:
+    key = str(ws.db_path)
+    hit = _CACHE.get(key)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > CACHE_SECONDS:
+        hit = (now, _stored(ws))
+        _CACHE[key] = hit
+    return hit[1]
+
+
+def get_setting(ws: Workspace, name: str) -> Any:
+    """The value of one setting (its default when never set), as its type.
+
+    Read through a cache of a few seconds, since a batch asks once per message.
+    """
+    d = _definition(name)
+    row = _cached(ws).get(name)
+    if row is None:
+        return d.default
+    try:
+        return d.check(row[0])
+    except ValidationError:  # written by an older version with other rules
+        return d.default
+
+
+def set_setting(ws: Workspace, name: str, value: Any) -> Any:
+    """Check and store one setting; returns the value as stored. Bad input writes nothing."""
+    d = _definition(name)
+    checked = d.check(value)
+    with ws.store.transaction() as con:
+        con.execute(
+            "INSERT OR REPLACE INTO settings (key, value, updated_at) VALUES (?, ?, ?)",
+            [name, str(checked), utcnow()],
+        )
+    _CACHE.pop(str(ws.db_path), None)
+    return checked
+
+
+def reset_setting(ws: Workspace, name: str) -> Any:
+    """Forget a stored value, so the default applies again; returns the default."""
+    d = _definition(name)
+    with ws.store.transaction() as con:
+        con.execute("DELETE FROM settings WHERE key = ?", [name])
+    _CACHE.pop(str(ws.db_path), None)
+    return d.default
+
+
+def list_settings(ws: Workspace) -> list[Setting]:
+    """Every known setting, in a fixed order, with its value and default (read fresh)."""
+    stored = _stored(ws)
+    out = []
+    for d in DEFINITIONS.values():
+        raw = stored.get(d.name)
+        value = d.default
+        if raw is not None:
+            try:
+                value = d.check(raw[0])
+            except ValidationError:
+                raw = None
+        out.append(Setting(d.name, value, d.default, raw is None, raw[1] if raw else None, d.help))
+    return out
+
+
+def url_hint(url: str) -> str | None:
+    """A remark on a public base URL that works but is probably not what the admin wants."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return (
+            "links point at this machine only: recipients elsewhere cannot open them; "
+            "set public_base_url to the address your reverse proxy serves"
+        )
+    if parts.scheme != "https":
+        return (
+            "mail clients offer one-click unsubscribe (RFC 8058) only for https links, "
+            "so List-Unsubscribe-Post is left out"
+        )
+    return None

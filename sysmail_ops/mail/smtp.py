@@ -1,0 +1,402 @@
+"""SMTP: TLS/STARTTLS with verified certificates, AUTH, and the connection test.
+
+Nothing else in the toolkit talks SMTP. Certificates are always verified
+(the account's CA bundle is added for private relays); STARTTLS, when
+configured, is required, never silently skipped; AUTH is never sent over an
+unencrypted connection to a non-local host unless the account opts in.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import asdict, dataclass
+from functools import cache
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sysmail_ops.config.secrets import Secret
+from sysmail_ops.errors import InsecureAuthError, SMTPError
+from sysmail_ops.mail.addresses import is_loopback
+
+if TYPE_CHECKING:
+    from sysmail_ops.config.accounts import Account
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@cache
+def local_hostname() -> str:
+    """The name we EHLO with, computed once: smtplib would call getfqdn() per connection."""
+    return socket.getfqdn()
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System trust store plus the account's CA bundle; hostname checking stays on."""
+    ctx = ssl.create_default_context()
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    msg = exc.smtp_error
+    return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+
+
+def _describe_os_error(exc: OSError, host: str, port: int, timeout: float) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r} ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}:{port} (nothing listens there?)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return f"{host}:{port} closed the connection ({exc})"
+    return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
+def _describe_tls_error(exc: ssl.SSLError, account: Account) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or "certificate not trusted"
+        hint = "" if account.ca_bundle else "; for a private relay set the account's CA bundle"
+        return f"TLS certificate of {account.smtp_host} not accepted: {why}{hint}"
+    return f"TLS handshake with {account.smtp_host} failed: {exc.reason or exc}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one recipient of one attempt: sent, deferred (4xx, dropped) or failed."""
+
+    status: str
+    phase: str | None = None
+    code: int | None = None
+    reply: str = ""
+
+    @classmethod
+    def from_reply(cls, phase: str, code: int, reply: bytes | str) -> Outcome:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        if 200 <= code < 300:
+            return cls("sent", phase, code, text)
+        return cls("deferred" if 400 <= code < 500 else "failed", phase, code, text)
+
+
+ACCEPTED = Outcome("sent", "data", 250, "")
+
+
+def envelope_bytes(mail_from: str, rcpts: list[str], smtputf8: bool) -> bytes:
+    """MAIL, RCPT... and DATA as one pipelined group (RFC 2920: DATA ends a group)."""
+    enc = "utf-8" if smtputf8 else "ascii"
+    head = [b"MAIL FROM:<" + mail_from.encode(enc) + (b"> SMTPUTF8\r\n" if smtputf8 else b">\r\n")]
+    head += [b"RCPT TO:<" + r.encode(enc) + b">\r\n" for r in rcpts]
+    return b"".join(head) + b"DATA\r\n"
+
+
+def data_bytes(data: bytes) -> bytes:
+    """A message's content on the wire after 354: dot-stuffed, ended by "." on a line."""
+    body = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+class SMTPConnection:
+    """One SMTP session for one account; ``open()`` runs connect, TLS and AUTH.
+
+    Each failure is raised as ``SMTPError`` naming the step (connect, tls,
+    ehlo, auth) and carrying the server's code and reply.
+    """
+
+    def __init__(
+        self,
+        account: Account,
+        password: Secret,
+        timeout: float = DEFAULT_TIMEOUT,
+        pipelining: bool | None = None,
+    ):
+        self.account = account
+        self.pipelining = pipelining  # None: use it when the server offers PIPELINING
+        self._password = password
+        self.timeout = timeout
+        self.smtp: smtplib.SMTP | None = None
+        self.greeting = ""
+        self.tls_version: str | None = None
+
+    def __repr__(self) -> str:
+        a = self.account
+        return f"SMTPConnection({a.name!r}, {a.smtp_host}:{a.smtp_port}, {a.smtp_security})"
+
+    def __enter__(self) -> SMTPConnection:
+        self.open()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _fail(self, step: str, message: str, code: int | None = None, reply: str = "") -> SMTPError:
+        self.close()
+        return SMTPError(f"{step}: {message}", step=step, code=code, reply=reply)
+
+    def open(self) -> str:
+        """Connect, secure and log in. Returns the server's greeting."""
+        a = self.account
+        if (
+            a.needs_login
+            and a.smtp_security == "none"
+            and not is_loopback(a.smtp_host)
+            and not a.allow_insecure_auth
+        ):
+            raise InsecureAuthError(
+                f"auth: refusing to send the password of {a.name!r} unencrypted to "
+                f"{a.smtp_host}; use starttls/ssl or set allow_insecure_auth"
+            )
+        ctx = tls_context(a.ca_bundle) if a.smtp_security != "none" else None
+        smtp: smtplib.SMTP
+        if a.smtp_security == "ssl":
+            smtp = smtplib.SMTP_SSL(
+                local_hostname=local_hostname(), timeout=self.timeout, context=ctx
+            )
+        else:
+            smtp = smtplib.SMTP(local_hostname=local_hostname(), timeout=self.timeout)
+        # connect() does not record the host that starttls()/SMTP_SSL need for
+        # certificate checks (only the constructor does, and it drops the greeting).
+        smtp._host = a.smtp_host  # type: ignore[attr-defined]
+        self.smtp = smtp
+        step = "tls" if a.smtp_security == "ssl" else "connect"
+        try:
+            code, msg = smtp.connect(a.smtp_host, a.smtp_port)
+        except ssl.SSLError as exc:
+            raise self._fail("tls", _describe_tls_error(exc, a)) from None
+        except OSError as exc:
+            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            raise self._fail(step, why) from None
+        self.greeting = text = msg.decode("utf-8", "replace")
+        if code != 220:
+            raise self._fail("connect", f"server refused: {code} {text}", code, text)
+        try:
+            self._ehlo()
+            if a.smtp_security == "starttls":
+                self._starttls(ctx)
+            if a.needs_login and self._password:
+                self._login()
+        except SMTPError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            text = _reply(exc)
+            raise self._fail("ehlo", f"{exc.smtp_code} {text}", exc.smtp_code, text) from None
+        except OSError as exc:
+            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            raise self._fail("ehlo", why) from None
+        sock = smtp.sock
+        self.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        return self.greeting
+
+    def _ehlo(self) -> None:
+        assert self.smtp is not None
+        code, msg = self.smtp.ehlo()
+        if code != 250:
+            code, msg = self.smtp.helo()
+            if code != 250:
+                text = msg.decode("utf-8", "replace")
+                raise self._fail("ehlo", f"server answered {code} {text}", code, text)
+
+    def _starttls(self, ctx: ssl.SSLContext | None) -> None:
+        assert self.smtp is not None
+        if not self.smtp.has_extn("starttls"):
+            raise self._fail(
+                "tls",
+                f"{self.account.smtp_host} does not offer STARTTLS; refusing to continue "
+                "unencrypted (choose security 'none' only for a trusted local relay)",
+            )
+        try:
+            self.smtp.starttls(context=ctx)
+        except ssl.SSLError as exc:
+            raise self._fail("tls", _describe_tls_error(exc, self.account)) from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._fail(
+                "tls", f"STARTTLS refused: {exc.smtp_code} {_reply(exc)}", exc.smtp_code
+            ) from None
+        self._ehlo()
+
+    def _login(self) -> None:
+        assert self.smtp is not None
+        if not self.smtp.has_extn("auth"):
+            raise self._fail(
+                "auth",
+                f"{self.account.smtp_host} offers no AUTH on this connection; "
+                "clear the password if the relay needs no login",
+            )
+        try:
+            self.smtp.login(self.account.login, self._password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            text = _reply(exc)
+            raise self._fail(
+                "auth",
+                f"login as {self.account.login} rejected: {exc.smtp_code} {text}",
+                exc.smtp_code,
+                text,
+            ) from None
+        except smtplib.SMTPException as exc:
+            raise self._fail("auth", f"login as {self.account.login} failed: {exc}") from None
+
+    def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    @property
+    def supports_smtputf8(self) -> bool:
+        return bool(self.smtp and self.smtp.has_extn("smtputf8"))
+
+    @property
+    def is_open(self) -> bool:
+        return self.smtp is not None and self.smtp.sock is not None
+
+    def send_bytes(self, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
+        """Send one serialised message; returns the recipients the server refused."""
+        if self.smtp is None:
+            raise SMTPError("send: connection is not open", step="send")
+        return self.smtp.sendmail(mail_from, rcpts, data)
+
+    def deliver(
+        self, mail_from: str, rcpts: list[str], data: bytes, *, smtputf8: bool = False
+    ) -> dict[str, Outcome]:
+        """Send one message and classify the server's answer for each recipient.
+
+        A dropped connection is a temporary outcome for every recipient; the
+        caller reconnects (``is_open`` is then false) and retries.
+        """
+        if not self.is_open:
+            raise SMTPError("send: connection is not open", step="send")
+        assert self.smtp is not None
+        options = ["SMTPUTF8"] if smtputf8 else []
+        try:
+            if self.use_pipelining:
+                return self._pipelined(mail_from, rcpts, data, smtputf8)
+            refused = self.smtp.sendmail(mail_from, rcpts, data, mail_options=options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return {r: Outcome.from_reply("rcpt", c, m) for r, (c, m) in exc.recipients.items()}
+        except smtplib.SMTPSenderRefused as exc:
+            return dict.fromkeys(rcpts, Outcome.from_reply("mail", exc.smtp_code, exc.smtp_error))
+        except smtplib.SMTPDataError as exc:
+            return dict.fromkeys(rcpts, Outcome.from_reply("data", exc.smtp_code, exc.smtp_error))
+        except smtplib.SMTPResponseException as exc:
+            self._drop_if_closing(exc.smtp_code)
+            return dict.fromkeys(rcpts, Outcome.from_reply("data", exc.smtp_code, exc.smtp_error))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            lost = Outcome(
+                "deferred", "data", None, f"connection lost: {exc or type(exc).__name__}"
+            )
+            return dict.fromkeys(rcpts, lost)
+        out = dict.fromkeys(rcpts, ACCEPTED)
+        for r, (c, m) in refused.items():
+            out[r] = Outcome.from_reply("rcpt", c, m)
+        return out
+
+    @property
+    def use_pipelining(self) -> bool:
+        if self.pipelining is not None:
+            return self.pipelining
+        return bool(self.smtp and self.smtp.has_extn("pipelining"))
+
+    def _pipelined(
+        self, mail_from: str, rcpts: list[str], data: bytes, smtputf8: bool
+    ) -> dict[str, Outcome]:
+        """RFC 2920: MAIL, RCPT... and DATA in one write, then the body: two round trips.
+
+        Raises what smtplib raises for a lost connection; ``deliver`` turns that
+        into a temporary outcome.
+        """
+        smtp = self.smtp
+        assert smtp is not None
+        smtp.send(envelope_bytes(mail_from, rcpts, smtputf8))
+        mail_code, mail_msg = smtp.getreply()
+        rcpt_replies = [smtp.getreply() for _ in rcpts]
+        data_code, data_msg = smtp.getreply()
+        out: dict[str, Outcome] = {}
+        if not 200 <= mail_code < 300:
+            out = dict.fromkeys(rcpts, Outcome.from_reply("mail", mail_code, mail_msg))
+        else:
+            for r, (code, msg) in zip(rcpts, rcpt_replies, strict=True):
+                if not 200 <= code < 300:
+                    out[r] = Outcome.from_reply("rcpt", code, msg)
+        accepted = [r for r in rcpts if r not in out]
+        if data_code == 354:
+            if not accepted:  # a server that says 354 with no recipient gets an empty message
+                smtp.send(b".\r\n")
+                smtp.getreply()
+            else:
+                smtp.send(data_bytes(data))
+                code, msg = smtp.getreply()
+                result = ACCEPTED if code == 250 else Outcome.from_reply("data", code, msg)
+                out.update(dict.fromkeys(accepted, result))
+                self._drop_if_closing(code)
+                return out
+        else:
+            out.update(dict.fromkeys(accepted, Outcome.from_reply("data", data_code, data_msg)))
+        if 421 in (mail_code, data_code, *(c for c, _ in rcpt_replies)):
+            self.close()
+        else:
+            smtp.rset()
+        return out
+
+    def _drop_if_closing(self, code: int) -> None:
+        if code == 421:
+            self.close()
+
+
+@dataclass(frozen=True)
+class ConnectionTestResult:
+    """What a connection test found: the step reached, the server's words, the time taken."""
+
+    account: str
+    ok: bool
+    step: str
+    message: str
+    code: int | None = None
+    greeting: str = ""
+    sent_to: str | None = None
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def test_connection(
+    account: Account, password: Secret, *, timeout: float = 10.0
+) -> ConnectionTestResult:
+    """Connect, EHLO, TLS and AUTH; say which step failed and what the server said."""
+    started = time.perf_counter()
+    conn = SMTPConnection(account, password, timeout=timeout)
+
+    def result(ok: bool, step: str, msg: str, code: int | None = None) -> ConnectionTestResult:
+        return ConnectionTestResult(
+            account=account.name,
+            ok=ok,
+            step=step,
+            message=msg,
+            code=code,
+            greeting=conn.greeting,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    try:
+        conn.open()
+    except SMTPError as exc:
+        return result(False, exc.step, str(exc), exc.code)
+    except InsecureAuthError as exc:
+        return result(False, "auth", str(exc))
+    finally:
+        conn.close()
+    tls = f", {conn.tls_version}" if conn.tls_version else ", unencrypted"
+    login = f", logged in as {account.login}" if account.needs_login else ", no login"
+    return result(True, "done", f"connected{tls}{login}")

@@ -1,0 +1,123 @@
+"""From a delivery to wire bytes: render the template, then compose the message.
+
+A ``Composer`` holds everything building a message needs (the account's
+sender and list headers, one template version) and nothing that talks to the
+store or the server, so it pickles: ``compose_pool`` runs it in a second
+process while the first one sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sysmail_ops.config.accounts import Account
+from sysmail_ops.errors import ValidationError
+from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
+from sysmail_ops.templates import catalog as templates
+
+
+@dataclass
+class Delivery:
+    """One message of a batch: who gets it and the record its template renders."""
+
+    to: Sequence[str]
+    record: Mapping[str, Any]
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    reply_to: str | None = None
+    key: str | None = None
+    related: tuple[str, str] | None = None
+    attachments: Sequence[Attachment] = ()
+    inline_images: Sequence[InlineImage] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra headers, checked for CR/LF
+    # A personal unsubscribe link (``surveys.unsubscribe_url``): List-Unsubscribe with it and
+    # the account's mailto; List-Unsubscribe-Post (RFC 8058 one-click) when it is https.
+    unsubscribe_url: str | None = None
+
+
+def personal_unsubscribe(url: str, account: Account) -> dict[str, str]:
+    """List-Unsubscribe (the link, then the account's mailto) and, for https, one-click POST."""
+    if not isinstance(url, str):
+        raise ValidationError(f"unsubscribe_url must be text, got {type(url).__name__}")
+    url = url.strip()
+    if not url.startswith(("https://", "http://")) or len(url) > 2000:
+        raise ValidationError(f"unsubscribe_url must be an http(s) URL, got {url[:60]!r}")
+    if any(c.isspace() or c in "<>," or not c.isprintable() for c in url):
+        raise ValidationError("unsubscribe_url must not contain spaces, line breaks, commas or <>")
+    links = [f"<{url}>"]
+    if account.unsubscribe_mailto:
+        links.append(f"<mailto:{account.unsubscribe_mailto}?subject=unsubscribe>")
+    headers = {"List-Unsubscribe": ", ".join(links)}
+    if url.startswith("https://"):  # RFC 8058: one-click only for an https URI
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def account_list_unsubscribe(a: Account) -> dict[str, str]:
+    """A marketing account's List-Unsubscribe headers from its settings (else none)."""
+    if a.kind != "marketing" or not (a.unsubscribe_mailto or a.unsubscribe_url):
+        return {}
+    links = []
+    if a.unsubscribe_mailto:
+        links.append(f"<mailto:{a.unsubscribe_mailto}?subject=unsubscribe>")
+    if a.unsubscribe_url:
+        links.append(f"<{a.unsubscribe_url}>")
+    headers = {"List-Unsubscribe": ", ".join(links)}
+    if a.unsubscribe_url:
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+class Composer:
+    """Builds the messages of one batch: one account, one template version."""
+
+    def __init__(self, account: Account, template: templates.Template):
+        self.account = account
+        self.template = template
+        self.compiled = templates.compile_template(template)
+        self.extra_headers = account_list_unsubscribe(account)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled Jinja code does not pickle; the other side compiles the source again.
+        return {"account": self.account, "template": self.template}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["account"], state["template"])  # type: ignore[misc]
+
+    def headers(self, d: Delivery) -> Mapping[str, str]:
+        """The account's extra headers, then the delivery's own (which win)."""
+        if not d.headers and d.unsubscribe_url is None:
+            return self.extra_headers
+        merged = {k.lower(): (k, v) for k, v in self.extra_headers.items()}
+        for k, v in d.headers.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"header names must be text, got {type(k).__name__}")
+            merged[k.lower()] = (k, v)
+        if d.unsubscribe_url is not None:
+            if "list-unsubscribe" in {k.lower() for k in d.headers}:
+                raise ValidationError("give either unsubscribe_url or a List-Unsubscribe header")
+            merged.pop("list-unsubscribe-post", None)
+            for k, v in personal_unsubscribe(d.unsubscribe_url, self.account).items():
+                merged[k.lower()] = (k, v)
+        return dict(merged.values())
+
+    def prepare(self, d: Delivery) -> tuple[Composed, str]:
+        """Render and compose one delivery (message and subject); raises on bad input."""
+        rendered = self.compiled.render(d.record)
+        composed = compose(
+            from_addr=self.account.from_address,
+            from_name=self.account.display_name,
+            to=d.to,
+            cc=d.cc,
+            bcc=d.bcc,
+            reply_to=d.reply_to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            attachments=d.attachments,
+            inline_images=d.inline_images,
+            extra_headers=self.headers(d),
+        )
+        return composed, rendered.subject

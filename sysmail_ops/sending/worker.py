@@ -1,0 +1,286 @@
+"""Render and compose a long batch in a second process while this one sends.
+
+Sending is one thread (one connection, replies journalled in order), and
+rendering plus composing is about a third of its work per message. On a
+machine with two or more CPUs a long batch hands that third to a worker
+process (threads would not help: they share one GIL). The worker only builds
+bytes: it never touches the store, the journal or the server, so the
+delivery guarantees do not change, and a worker that dies or cannot take a
+record (one that does not pickle) leaves its pieces to this process.
+
+Order is kept: results come back in the order deliveries went in. At most
+``ahead`` pieces are out at once, so memory stays flat however long the
+batch. While the worker starts (a fresh interpreter takes ~0.5 s), this
+process builds the first pieces itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, Any
+
+from sysmail_ops.errors import SysmailError
+from sysmail_ops.mail.mime import Composed
+from sysmail_ops.sending.delivery import Composer, Delivery
+
+# What building one delivery gave: the message and its subject, or the error (bad input).
+Built = tuple[Composed | None, str, SysmailError | None]
+
+AUTO_THRESHOLD = 1000  # deliveries: below this a worker's start-up is not worth it
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(total: int | None) -> int:
+    """One worker for a long batch on a machine with a CPU to spare, else none."""
+    if total is None or total < AUTO_THRESHOLD or usable_cpus() < 2:
+        return 0
+    return 1
+
+
+def build_one(composer: Composer, d: Delivery) -> Built:
+    try:
+        composed, subject = composer.prepare(d)
+    except SysmailError as exc:
+        return None, "", exc
+    return composed, subject, None
+
+
+# -- the worker process ------------------------------------------------------------------
+#
+# ``python -m sysmail_ops.compose_pool`` reads frames on stdin and answers each on stdout,
+# in order: first the pickled Composer (answered b"ready"), then pieces (lists of
+# deliveries, answered with their Built results). A frame is an 8-byte big-endian length
+# and that many bytes. The worker ends when stdin does (its sender finished or died). Not
+# ``multiprocessing``: its spawn start re-runs the caller's main script in the child.
+
+_HEAD = struct.Struct(">Q")
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        return None
+    (size,) = _HEAD.unpack(head)
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(_HEAD.pack(len(data)) + data)
+    stream.flush()
+
+
+def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    first = _read_frame(inp)
+    if first is None:
+        return
+    composer: Composer = pickle.loads(first)  # noqa: S301 - our own bytes, from the parent
+    _write_frame(out, b"ready")
+    while (frame := _read_frame(inp)) is not None:
+        deliveries: list[Delivery] = pickle.loads(frame)  # noqa: S301 - from the parent
+        try:
+            answer: Any = ("ok", [build_one(composer, d) for d in deliveries])
+        except Exception as exc:
+            answer = ("error", RuntimeError(f"compose worker: {type(exc).__name__}: {exc}"))
+        _write_frame(out, pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+
+
+class _Worker:
+    """One worker process, its pieces answered in the order they were sent."""
+
+    def __init__(self, composer: Composer):
+        here = str(Path(__file__).resolve().parents[2])  # the sysmail_ops the caller runs
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sysmail_ops.sending.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._waiting: deque[Future[list[Built]]] = deque()
+        self._lock = threading.Lock()
+        self.ready: Future[bytes] = Future()
+        self._reader = threading.Thread(target=self._read, name="compose-reader", daemon=True)
+        self._reader.start()
+        try:
+            self._send(pickle.dumps(composer, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # it died at once: ``ready`` fails, and the sender builds everything
+            self.close()
+
+    def submit(self, payload: bytes) -> Future[list[Built]]:
+        fut: Future[list[Built]] = Future()
+        with self._lock:
+            if self.proc.stdin is None or self.proc.stdin.closed:
+                raise BrokenPipeError("the compose worker is gone")
+            self._waiting.append(fut)
+        self._send(payload)
+        return fut
+
+    def _send(self, payload: bytes) -> None:
+        assert self.proc.stdin is not None
+        _write_frame(self.proc.stdin, payload)  # the reader keeps the other pipe flowing
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            if _read_frame(self.proc.stdout) != b"ready":
+                return
+            self.ready.set_result(b"ready")
+            while (frame := _read_frame(self.proc.stdout)) is not None:
+                with self._lock:
+                    fut = self._waiting.popleft()
+                kind, value = pickle.loads(frame)  # noqa: S301 - our worker's answer
+                if kind == "ok":
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        finally:  # the worker ended: whatever it still owed is built by the sender
+            gone = BrokenPipeError("the compose worker ended")
+            if not self.ready.done():
+                self.ready.set_exception(gone)
+            with self._lock:
+                while self._waiting:
+                    self._waiting.popleft().set_exception(gone)
+            self.proc.stdout.close()
+            self.proc.wait()
+
+    def close(self) -> None:
+        """End the worker: it exits when its input does (not waited for: it takes ~0.1 s)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+
+# -- the sender's side ---------------------------------------------------------------------
+
+
+class _Piece:
+    __slots__ = ("deliveries", "future", "here")
+
+    def __init__(self, deliveries: list[Delivery]):
+        self.deliveries = deliveries
+        self.future: Future[list[Built]] | None = None
+        self.here = False  # to be built in this process (it does not pickle)
+
+
+class ComposePool:
+    """Builds deliveries in order, in ``workers`` processes or (with 0) in this one."""
+
+    def __init__(self, composer: Composer, workers: int = 0, *, piece: int = 50, ahead: int = 4):
+        self.composer = composer
+        self.piece = piece
+        self.ahead = ahead * max(workers, 1)
+        self._queue: deque[_Piece] = deque()  # read, not yet taken, in input order
+        self._out = 0  # pieces handed to the workers and not yet taken
+        self._turn = 0
+        self.built_here = 0  # deliveries this process built (the rest: the workers)
+        self._workers = [_Worker(composer) for _ in range(workers)]
+
+    def chunks(
+        self, chunks: Iterable[list[Delivery]]
+    ) -> Iterator[tuple[list[Delivery], Iterator[Built], list[Delivery] | None]]:
+        """Each chunk with its results (lazily) and the chunk after it (read ahead).
+
+        Each chunk's results must be used up before the next chunk is asked for.
+        """
+        it = iter(chunks)
+        current = next(it, None)
+        if current is not None:
+            self._enqueue(current)
+        while current is not None:
+            following = next(it, None)
+            if following is not None:
+                self._enqueue(following)  # so the workers run on across the chunk boundary
+            yield current, self._results(len(current)), following
+            current = following
+
+    def close(self) -> None:
+        workers, self._workers = self._workers, []
+        for w in workers:
+            w.close()
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _enqueue(self, chunk: list[Delivery]) -> None:
+        for i in range(0, len(chunk), self.piece):
+            self._queue.append(_Piece(chunk[i : i + self.piece]))
+
+    def _results(self, count: int) -> Iterator[Built]:
+        while count > 0:
+            self._hand_out()
+            p = self._queue.popleft()
+            count -= len(p.deliveries)
+            yield from self._take(p)
+
+    def _hand_out(self) -> None:
+        """Give the workers the next pieces, once they are up, up to ``ahead`` at a time."""
+        if not self._workers or not all(w.ready.done() for w in self._workers):
+            return
+        if any(w.ready.exception() for w in self._workers):  # one did not start
+            self.close()
+            return
+        for p in self._queue:
+            if self._out >= self.ahead:
+                return
+            if p.future is not None or p.here:
+                continue
+            try:
+                payload = pickle.dumps(p.deliveries, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                p.here = True
+                continue
+            worker = self._workers[self._turn % len(self._workers)]
+            try:
+                p.future = worker.submit(payload)
+            except OSError:  # the worker is gone: the rest is built here
+                self.close()
+                return
+            self._turn += 1
+            self._out += 1
+
+    def _take(self, p: _Piece) -> Iterator[Built]:
+        if p.future is not None:
+            self._out -= 1
+            try:
+                built = p.future.result()
+            except OSError:  # the worker died (killed, out of memory): carry on here
+                self.close()
+            else:
+                yield from built
+                return
+        self.built_here += len(p.deliveries)
+        for d in p.deliveries:
+            yield build_one(self.composer, d)
+
+    def __enter__(self) -> ComposePool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the sender decides, the worker ends with its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The frames get the real stdout; anything printed goes to stderr instead.
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    _serve(sys.stdin.buffer, frames)

@@ -1,0 +1,166 @@
+"""The DuckDB store: schema migrations and short-lived connections.
+
+DuckDB lets one process at a time open a database file, even read-only, so
+nobody keeps a connection while idle: each operation opens the file, does its
+work and closes it. An operation that meets another process's lock retries
+with backoff for up to ``lock_wait`` seconds (``SYSMAIL_LOCK_WAIT``, default
+30) before telling the user which workspace is busy and, when DuckDB says,
+which process holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sysmail_ops.errors import StoreBusyError, ValidationError
+from sysmail_ops.store.migrations import MIGRATIONS
+
+if TYPE_CHECKING:  # imported when a store is opened: the compose worker never needs it
+    import duckdb
+
+ENV_LOCK_WAIT = "SYSMAIL_LOCK_WAIT"
+DEFAULT_LOCK_WAIT = 30.0
+_HOLDER = re.compile(r"held in (?P<prog>\S+) \(PID (?P<pid>\d+)\)")
+
+
+def utcnow() -> datetime:
+    """Now, as the naive UTC timestamp the store keeps."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return "could not set lock" in str(exc).lower()
+
+
+def _default_lock_wait() -> float:
+    raw = os.environ.get(ENV_LOCK_WAIT)
+    try:
+        return float(raw) if raw else DEFAULT_LOCK_WAIT
+    except ValueError:
+        return DEFAULT_LOCK_WAIT
+
+
+class Store:
+    """One workspace database. Holds no connection between operations."""
+
+    def __init__(self, path: Path, lock_wait: float | None = None):
+        self.path = path
+        self.lock_wait = _default_lock_wait() if lock_wait is None else lock_wait
+        self._write_lock = threading.RLock()
+        self._migrated = False
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(self._busy_message(str(exc))) from None
+            jitter = random.uniform(0.5, 1)  # noqa: S311 - spreads retries, not a secret
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * jitter)
+            delay = min(delay * 1.6, 0.25)
+
+    def _busy_message(self, detail: str) -> str:
+        m = _HOLDER.search(detail)
+        holder = f"process {m['pid']} ({Path(m['prog']).name})" if m else "another process"
+        return (
+            f"the workspace {self.path.parent} is busy: {holder} has held its database for "
+            f"more than {self.lock_wait:g} s; try again later or raise {ENV_LOCK_WAIT}"
+        )
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation, closed at the end of the block."""
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN ... COMMIT; rolled back on any error."""
+        with self._write_lock, self.connect() as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def migrate(self) -> list[int]:
+        """Apply the numbered migrations not yet recorded. Returns the versions applied."""
+        if self._migrated:
+            return []
+        applied: list[int] = []
+        with self.transaction() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            done = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for version, name, sql in sorted(MIGRATIONS):
+                if version in done:
+                    continue
+                con.execute(sql)
+                con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utcnow()]
+                )
+                applied.append(version)
+        self._migrated = True
+        return applied
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+def insert_named(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    row: Sequence[Any],
+    what: str,
+) -> None:
+    """Insert a row keyed by its ``name`` column, refusing a name already taken.
+
+    ``table`` and ``columns`` are the caller's own identifiers, never user input.
+    """
+    name = row[list(columns).index("name")]
+    if con.execute(f"SELECT 1 FROM {table} WHERE name = ?", [name]).fetchone():  # noqa: S608
+        raise ValidationError(f"a {what} named {name!r} already exists")
+    con.execute(
+        f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608
+        f" VALUES ({', '.join('?' for _ in columns)})",
+        list(row),
+    )
+
+
+def update_named(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], row: Sequence[Any]
+) -> None:
+    """Rewrite every column of the row whose ``name`` is the one in ``row``."""
+    values = dict(zip(columns, row, strict=True))
+    name = values.pop("name")
+    sets = ", ".join(f"{c} = ?" for c in values)
+    con.execute(f"UPDATE {table} SET {sets} WHERE name = ?", [*values.values(), name])  # noqa: S608

@@ -1,0 +1,504 @@
+"""Running report subscriptions: due slots, claims, papermill runs, delivery, history.
+
+``run_due`` is what cron calls every few minutes. For each enabled
+subscription it takes the latest slot at or before now (after downtime the
+latest missed slot runs once, not every missed one), claims it in the store
+so a second scheduler started at the same moment leaves it alone, runs the
+report notebook once per distinct parameter set (up to ``workers`` kernels at
+once), and mails each recipient through the sending pipeline with the key
+``subscription:NAME:SLOT:ADDRESS``: a rerun of the slot (``run``, or
+``run_due`` after a crash) mails only those not yet mailed. A failing
+notebook is recorded with its cell and error, and the owner gets one notice
+per slot.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+from jupyter_core.utils import ensure_event_loop
+from markupsafe import Markup
+
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import SysmailError, ValidationError
+from sysmail_ops.mail.mime import Attachment
+from sysmail_ops.sending import batch as sending
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.subscriptions import schedule
+from sysmail_ops.subscriptions.model import Subscription, get_subscription, list_subscriptions
+from sysmail_ops.templates.catalog import html_to_text
+
+if TYPE_CHECKING:
+    from sysmail_ops.subscriptions.notebooks import ReportOutput, ReportRun
+
+RUN_STATUSES = ("running", "succeeded", "failed", "skipped_empty")
+FOREIGN_CLAIM_LEASE = timedelta(hours=12)  # a claim from another host is stale after this
+_HOST = socket.gethostname()
+
+
+@dataclass
+class GroupResult:
+    """One notebook run of a slot: its parameter set and what became of its recipients."""
+
+    run_id: str
+    parameters: dict[str, Any]
+    recipients: list[str]
+    status: str = "running"
+    error: str | None = None
+    output_path: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SlotResult:
+    subscription: str
+    slot: datetime  # naive UTC
+    groups: list[GroupResult] = field(default_factory=list)
+    owner_notified: bool = False
+    skipped: str | None = None  # why nothing ran ("claimed by ...")
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"{self.subscription} {self.slot:%Y-%m-%d %H:%M}Z: {self.skipped}"
+        by: dict[str, int] = {}
+        for g in self.groups:
+            by[g.status] = by.get(g.status, 0) + 1
+        runs = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
+        sent = sum(g.counts.get("sent", 0) for g in self.groups)
+        dup = sum(g.counts.get("skipped_duplicate", 0) for g in self.groups)
+        bad = sum(g.counts.get("failed", 0) + g.counts.get("deferred", 0) for g in self.groups)
+        tail = " (owner notified)" if self.owner_notified else ""
+        return (
+            f"{self.subscription} {self.slot:%Y-%m-%d %H:%M}Z: {len(self.groups)} run(s)"
+            f" [{runs}], {sent} sent, {dup} already delivered, {bad} not delivered{tail}"
+        )
+
+
+# --- claims -------------------------------------------------------------------------------
+
+
+def _me() -> str:
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claim_is_live(claimed_by: str, claimed_at: datetime, now: datetime) -> bool:
+    host, _, rest = claimed_by.partition(":")
+    if host != _HOST:
+        return now - claimed_at < FOREIGN_CLAIM_LEASE
+    pid = int(rest.partition(":")[0] or 0)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(ws: Workspace, name: str, slot: datetime, me: str, *, rerun: bool) -> str | None:
+    """Take the slot for this process. Returns None, or why it cannot be taken."""
+    now = utcnow()
+    try:
+        with ws.store.transaction() as con:
+            row = con.execute(
+                "SELECT claimed_at, claimed_by, finished_at FROM subscription_claims"
+                " WHERE subscription = ? AND slot = ?",
+                [name, slot],
+            ).fetchone()
+            if row is None:
+                con.execute(
+                    "INSERT INTO subscription_claims VALUES (?, ?, ?, ?, NULL)",
+                    [name, slot, now, me],
+                )
+                return None
+            claimed_at, claimed_by, finished_at = row
+            if finished_at is None and _claim_is_live(claimed_by, claimed_at, now):
+                return f"being run by {claimed_by.rsplit(':', 1)[0]} since {claimed_at:%H:%M:%S}Z"
+            if finished_at is not None and not rerun:
+                return "already run"
+            con.execute(
+                "UPDATE subscription_claims SET claimed_at = ?, claimed_by = ?, finished_at = NULL"
+                " WHERE subscription = ? AND slot = ?",
+                [now, me, name, slot],
+            )
+            return None
+    except (duckdb.ConstraintException, duckdb.TransactionException):
+        return "claimed by another scheduler at the same moment"
+
+
+def _finish_claim(ws: Workspace, name: str, slot: datetime, me: str) -> None:
+    with ws.store.transaction() as con:
+        con.execute(
+            "UPDATE subscription_claims SET finished_at = ?"
+            " WHERE subscription = ? AND slot = ? AND claimed_by = ?",
+            [utcnow(), name, slot, me],
+        )
+
+
+# --- what is due --------------------------------------------------------------------------
+
+
+def due_slot(ws: Workspace, s: Subscription, now: datetime) -> datetime | None:
+    """The slot ``s`` should run now, if any: the latest one, when not yet claimed."""
+    slot = schedule.latest_slot(s.cron, schedule.check_timezone(s.timezone), now)
+    if s.created_at is not None and slot < s.created_at:
+        return None  # slots before the subscription existed are not owed
+    with ws.store.connect() as con:
+        row = con.execute(
+            "SELECT claimed_at, claimed_by, finished_at FROM subscription_claims"
+            " WHERE subscription = ? AND slot = ?",
+            [s.name, slot],
+        ).fetchone()
+    if row is None:
+        return slot
+    claimed_at, claimed_by, finished_at = row
+    if finished_at is None and not _claim_is_live(claimed_by, claimed_at, now):
+        return slot  # its scheduler died mid-slot: run it again (delivered keys are skipped)
+    return None
+
+
+def run_due(
+    ws: Workspace,
+    *,
+    now: datetime | None = None,
+    workers: int = 2,
+    out: Callable[[str], object] | None = None,
+) -> list[SlotResult]:
+    """Run every enabled subscription's due slot. Safe to call from cron every few minutes."""
+    now = now or utcnow()
+    results = []
+    for s in list_subscriptions(ws, enabled_only=True):
+        slot = due_slot(ws, s, now)
+        if slot is None:
+            continue
+        result = run_slot(ws, s, slot, workers=workers, trigger="schedule")
+        if out:
+            out(result.summary())
+        results.append(result)
+    return results
+
+
+def run_now(
+    ws: Workspace, name: str, *, now: datetime | None = None, workers: int = 2
+) -> SlotResult:
+    """Run (or rerun) a subscription's current slot now; already-mailed recipients are skipped."""
+    s = get_subscription(ws, name)
+    slot = schedule.latest_slot(s.cron, schedule.check_timezone(s.timezone), now or utcnow())
+    return run_slot(ws, s, slot, workers=workers, trigger="manual", rerun=True)
+
+
+# --- one slot -----------------------------------------------------------------------------
+
+
+def _run_dir(ws: Workspace, s: Subscription, slot: datetime, n: int, params_key: str) -> Path:
+    digest = hashlib.sha256(params_key.encode()).hexdigest()[:8]
+    return ws.runs_dir / s.name / f"{slot:%Y%m%dT%H%MZ}" / f"{n:02d}-{digest}"
+
+
+def run_slot(
+    ws: Workspace,
+    s: Subscription,
+    slot: datetime,
+    *,
+    workers: int = 2,
+    trigger: str = "schedule",
+    rerun: bool = False,
+) -> SlotResult:
+    """Claim ``slot``, run one notebook per parameter set, mail, record, tell the owner."""
+    if workers < 1:
+        raise ValidationError(f"workers must be at least 1, got {workers}")
+    me = _me()
+    result = SlotResult(s.name, slot)
+    why = _claim(ws, s.name, slot, me, rerun=rerun)
+    if why:
+        result.skipped = why
+        return result
+    sets = list(s.parameter_sets().items())
+    for n, (key, (params, addrs)) in enumerate(sets, 1):
+        g = GroupResult(uuid.uuid4().hex[:12], params, addrs)
+        g.output_path = str(_run_dir(ws, s, slot, n, key))
+        result.groups.append(g)
+        _record_start(ws, s, slot, g, trigger)
+    from sysmail_ops.subscriptions import (
+        notebooks as reports,  # papermill loads only when a report runs
+    )
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(sets)) or 1) as pool:
+        futures: list[Future[ReportRun]] = [
+            pool.submit(
+                _in_own_loop,
+                reports.execute_report,
+                s.notebook,
+                Path(g.output_path or ""),
+                g.parameters,
+                home=ws.home,
+                timeout=s.timeout,
+            )
+            for g in result.groups
+        ]
+        # Deliver in the order of the parameter sets, as each run completes, in this thread.
+        for g, fut in zip(result.groups, futures, strict=True):
+            run = fut.result()
+            _deliver_group(ws, s, slot, g, run)
+    failed = [g for g in result.groups if g.status == "failed"]
+    if failed:
+        result.owner_notified = _notify_owner(ws, s, slot, failed)
+    _finish_claim(ws, s.name, slot, me)
+    return result
+
+
+def _in_own_loop(fn: Callable[..., ReportRun], *args: Any, **kwargs: Any) -> ReportRun:
+    """Run ``fn`` (papermill) in this worker thread, then close the event loop it used.
+
+    nbclient runs its coroutines on a per-thread loop it never closes; left
+    open, each worker thread would leak a loop and its sockets.
+    """
+    loop = ensure_event_loop()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        loop.close()
+
+
+def report_record(
+    s: Subscription, slot: datetime, output: ReportOutput, recipient: str, *, html_body: bool
+) -> dict[str, Any]:
+    """The fields a ``report`` template gets."""
+    tz = schedule.check_timezone(s.timezone)
+    return {
+        "subscription": s.name,
+        "report": Path(s.notebook).stem.replace("_", " ").title(),  # "Sales Pipeline"
+        "slot": schedule.local_label(slot, tz),
+        "summary": output.summary or "",
+        "report_html": Markup(output.html) if html_body else Markup(""),  # noqa: S704 - ours
+        "report_text": html_to_text(output.html) if html_body else "",
+        "recipient": recipient,
+        "parameters": s.parameters_for(recipient),
+        "row_count": output.row_count,
+    }
+
+
+def _attachments(s: Subscription, output: ReportOutput) -> list[Attachment]:
+    out = []
+    if "html_attachment" in s.formats:
+        out.append(Attachment("report.html", standalone_html(output), "text/html"))
+    tables: dict[str, pd.DataFrame] = output.tables
+    chosen = tables if s.tables is None else {k: tables[k] for k in s.tables if k in tables}
+    for name, df in chosen.items():
+        for fmt in ("csv", "xlsx"):
+            if fmt in s.formats:
+                out.append(Attachment.from_dataframe(df, f"{name}.{fmt}"))
+    return out
+
+
+def standalone_html(output: ReportOutput) -> bytes:
+    """The report as a page of its own: ``cid:`` images (which only resolve inside the mail)
+    embedded as ``data:`` URIs, which browsers opening an attachment do show."""
+    html = output.html
+    for img in output.images:
+        uri = f"data:image/{img.subtype};base64,{base64.b64encode(img.data).decode()}"
+        html = html.replace(f'"cid:{img.cid}"', f'"{uri}"')
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Report</title></head>'
+        f"<body>\n{html}\n</body></html>\n"
+    )
+    return page.encode()
+
+
+def build_deliveries(
+    s: Subscription, slot: datetime, output: ReportOutput, addrs: list[str], *, keyed: bool = True
+) -> list[sending.Delivery]:
+    html_body = "html_body" in s.formats
+    attachments = _attachments(s, output)
+    images = output.images if html_body else []
+    return [
+        sending.Delivery(
+            [addr],
+            report_record(s, slot, output, addr, html_body=html_body),
+            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:{addr.lower()}" if keyed else None,
+            related=("subscription", s.name),
+            attachments=attachments,
+            inline_images=images,
+        )
+        for addr in addrs
+    ]
+
+
+def _deliver_group(
+    ws: Workspace, s: Subscription, slot: datetime, g: GroupResult, run: ReportRun
+) -> None:
+    fields: dict[str, Any] = {
+        "kernel_seconds": run.kernel_seconds,
+        "execute_seconds": run.execute_seconds,
+        "output_path": str(run.output_notebook) if run.output_notebook else g.output_path,
+    }
+    g.output_path = fields["output_path"]
+    output = run.output
+    if not run.ok or output is None:
+        g.status, g.error = "failed", run.error or "the report produced no output"
+        fields["failing_cell"] = _cell_index(run.failing_cell)
+    elif s.skip_if_empty and output.row_count == 0:
+        g.status = "skipped_empty"
+        fields["row_count"] = 0
+    else:
+        fields["row_count"] = output.row_count
+        try:
+            sent = sending.send_deliveries(
+                ws,
+                s.account,
+                s.template,
+                build_deliveries(s, slot, output, g.recipients),
+                use_case="report_subscription",
+            )
+        except SysmailError as exc:
+            g.status, g.error = "failed", f"delivery: {exc}"
+        else:
+            g.counts = dict(sent.counts)
+            g.status = "succeeded"
+    delivered = g.counts.get("sent", 0) + g.counts.get("skipped_duplicate", 0)
+    _record_end(
+        ws,
+        g,
+        status=g.status,
+        error=g.error,
+        delivered=delivered,
+        deferred=g.counts.get("deferred", 0),
+        failed=g.counts.get("failed", 0),
+        **fields,
+    )
+
+
+def _cell_index(cell: Any) -> int | None:
+    if cell is None:
+        return None
+    if isinstance(cell, int):
+        return cell
+    index = getattr(cell, "index", None)
+    return int(index) if index is not None else None
+
+
+def _notify_owner(
+    ws: Workspace, s: Subscription, slot: datetime, failed: list[GroupResult]
+) -> bool:
+    """Mail the owner once per slot (the key makes a rerun's notice a duplicate)."""
+    tz = schedule.check_timezone(s.timezone)
+    lines = [f"parameters {g.parameters}: {g.error}" for g in failed]
+    record = {
+        "subscription": s.name,
+        "slot": schedule.local_label(slot, tz),
+        "error": "\n".join(lines),
+        "output_path": failed[0].output_path or "",
+    }
+    try:
+        res = sending.send(
+            ws,
+            s.account,
+            "subscription-failure",
+            to=s.owner,
+            record=record,
+            use_case="system",
+            related=("subscription", s.name),
+            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:failure-notice",
+        )
+    except SysmailError:
+        return False
+    return res.counts.get("sent", 0) > 0
+
+
+# --- run history --------------------------------------------------------------------------
+
+
+def _record_start(
+    ws: Workspace, s: Subscription, slot: datetime, g: GroupResult, trigger: str
+) -> None:
+    from sysmail_ops.subscriptions.model import canonical
+
+    with ws.store.transaction() as con:
+        con.execute(
+            "INSERT INTO subscription_runs (id, subscription, slot, parameters, status,"
+            " started_at, output_path, recipients, trigger)"
+            " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            [g.run_id, s.name, slot, canonical(g.parameters), utcnow(), g.output_path,
+             len(g.recipients), trigger],
+        )  # fmt: skip
+
+
+def _record_end(ws: Workspace, g: GroupResult, **values: Any) -> None:
+    values["finished_at"] = utcnow()
+    sets = ", ".join(f"{k} = ?" for k in values)
+    with ws.store.transaction() as con:
+        con.execute(
+            f"UPDATE subscription_runs SET {sets} WHERE id = ?",  # noqa: S608 - our column names
+            [*values.values(), g.run_id],
+        )
+
+
+def list_runs(ws: Workspace, name: str | None = None, *, limit: int = 50) -> pd.DataFrame:
+    """Run history, newest first: one row per slot and parameter set."""
+    where, params = ("WHERE subscription = ?", [name]) if name else ("", [])
+    sql = (
+        "SELECT subscription, slot, parameters, status, started_at, finished_at,"  # noqa: S608
+        " kernel_seconds, execute_seconds, recipients, delivered, deferred, failed,"
+        " row_count, error, failing_cell, output_path, trigger, id FROM subscription_runs"
+        f" {where} ORDER BY started_at DESC, parameters LIMIT ?"
+    )
+    with ws.store.connect() as con:
+        return con.execute(sql, [*params, limit]).df()
+
+
+# --- preview and test-send ----------------------------------------------------------------
+
+
+def _run_once(ws: Workspace, s: Subscription, params: dict[str, Any], kind: str) -> ReportRun:
+    from sysmail_ops.subscriptions import notebooks as reports
+
+    folder = ws.runs_dir / s.name / f"{kind}-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run = reports.execute_report(s.notebook, folder, params, home=ws.home, timeout=s.timeout)
+    if not run.ok or run.output is None:
+        raise ValidationError(
+            f"the report failed: {run.error} (notebook kept at {run.output_notebook})"
+        )
+    return run
+
+
+def preview(ws: Workspace, name: str, recipient: str | None = None) -> sending.SendResult:
+    """Run the report for one recipient now and compose the mail; nothing is sent.
+
+    The ``.eml`` lands in the workspace's preview folder (``SendResult.preview_dir``).
+    """
+    s = get_subscription(ws, name)
+    addr = recipient or s.recipients[0].address
+    run = _run_once(ws, s, s.parameters_for(addr), "preview")
+    assert run.output is not None
+    slot = schedule.latest_slot(s.cron, schedule.check_timezone(s.timezone), utcnow())
+    deliveries = build_deliveries(s, slot, run.output, [addr], keyed=False)
+    return sending.send_deliveries(
+        ws, s.account, s.template, deliveries, use_case="report_subscription",
+        options=sending.SendOptions(dry_run=True),
+    )  # fmt: skip
+
+
+def test_send(
+    ws: Workspace, name: str, to: str, *, as_recipient: str | None = None
+) -> sending.SendResult:
+    """Run the report now and mail it to ``to`` only (with ``as_recipient``'s parameters)."""
+    s = get_subscription(ws, name)
+    run = _run_once(ws, s, s.parameters_for(as_recipient or to), "test-send")
+    assert run.output is not None
+    slot = schedule.latest_slot(s.cron, schedule.check_timezone(s.timezone), utcnow())
+    deliveries = build_deliveries(s, slot, run.output, [to], keyed=False)
+    return sending.send_deliveries(
+        ws, s.account, s.template, deliveries, use_case="report_subscription"
+    )
