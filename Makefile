@@ -19,11 +19,12 @@ setup: $(BIN)/sysmail-ops
 demo: setup
 	$(BIN)/sysmail-ops --home $(DEMO_HOME) demo
 
-## lint: ruff (lint + format check) and mypy
+## lint: ruff (lint + format check), mypy and the import contracts (import-linter)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## test: lint, type-check and the whole test suite
 test: lint

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sysmail_ops.config import accounts
-from sysmail_ops.config.secrets import ENV_KEY, Secret
+from sysmail_ops.config.secrets import ENV_KEY
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SecretKeyError
+from sysmail_ops.mail.credentials import Secret
 
 PASSWORD = "Corr3ct-Horse-Battery"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from sysmail_ops.campaigns import surveys
-from sysmail_ops.campaigns.tokens import TokenClaims, TokenError, TokenExpiredError
 from sysmail_ops.config import settings
 from sysmail_ops.config.secrets import ENV_KEY
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SecretKeyError, ValidationError
+from sysmail_ops.sending.links import TokenClaims, TokenError, TokenExpiredError
 
 
 def survey_token(ws: Workspace, **kw: object) -> str:

@@ -5,7 +5,7 @@ and the signed links they carry (``tokens``).
 May import: ``sending`` and everything below it; not ``subscriptions`` or ``flows``.
 """
 
-from sysmail_ops.campaigns import members, model, sends, surveys, tokens
+from sysmail_ops.campaigns import members, model, sends, surveys
 from sysmail_ops.campaigns.model import (
     DEFAULT_REMINDER,
     KINDS,
@@ -53,5 +53,4 @@ __all__ = [
     "sends",
     "survey_token",
     "surveys",
-    "tokens",
 ]

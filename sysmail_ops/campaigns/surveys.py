@@ -23,16 +23,17 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from sysmail_ops.campaigns.tokens import (
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import ValidationError
+from sysmail_ops.sending.links import (
     TokenClaims,
     TokenError,
     TokenExpiredError,
     make_token,
+    public_base,
+    unsubscribe_url,
     verify_token,
 )
-from sysmail_ops.config import settings
-from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import ValidationError
 from sysmail_ops.store.database import utcnow
 
 __all__ = [
@@ -95,27 +96,17 @@ def _row(row: tuple[Any, ...]) -> SurveyResponse:
     return SurveyResponse(**d)
 
 
-def _base(ws: Workspace) -> str:
-    return str(settings.get_setting(ws, "public_base_url"))
-
-
 def survey_links(ws: Workspace, token: str) -> dict[int, str]:
     """Score -> link for a survey mail: ``{public_base_url}/survey/{token}?score=N``."""
     verify_token(ws, token, "survey")  # a bad token would only fail in the reader's hands
-    base = f"{_base(ws)}/survey/{quote(token, safe='')}?score="
+    base = f"{public_base(ws)}/survey/{quote(token, safe='')}?score="
     return {n: f"{base}{n}" for n in SCORES}
 
 
 def survey_url(ws: Workspace, token: str) -> str:
     """The survey page without a chosen score (for a reminder's single button)."""
     verify_token(ws, token, "survey")
-    return f"{_base(ws)}/survey/{quote(token, safe='')}"
-
-
-def unsubscribe_url(ws: Workspace, email: str, campaign: str | None = None) -> str:
-    """A personal unsubscribe link for ``email`` (no expiry), for List-Unsubscribe and footers."""
-    token = make_token(ws, purpose="unsubscribe", campaign=campaign, contact=email, email=email)
-    return f"{_base(ws)}/unsubscribe/{token}"
+    return f"{public_base(ws)}/survey/{quote(token, safe='')}"
 
 
 def check_score(score: Any) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 from sysmail_ops.cli.common import on_off, open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
 from sysmail_ops.config import accounts as api
-from sysmail_ops.config.secrets import Secret
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.mail.credentials import Secret
 from sysmail_ops.sending import connection_test as conntest
 
 

@@ -14,9 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sysmail_ops.config.secrets import MASK, Secret, check_reference, resolve_reference
+from sysmail_ops.config.secrets import check_reference, resolve_reference
 from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
 from sysmail_ops.mail.addresses import check_address, is_loopback
+from sysmail_ops.mail.credentials import MASK, Secret
+from sysmail_ops.mail.smtp import SMTPServer
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.references import users_of
 
@@ -83,6 +85,20 @@ class Account:
     @property
     def needs_login(self) -> bool:
         return self.auth_source != "none"
+
+    @property
+    def server(self) -> SMTPServer:
+        """How ``mail.smtp`` reaches this account's server (plain values, no password)."""
+        return SMTPServer(
+            name=self.name,
+            host=self.smtp_host,
+            port=self.smtp_port,
+            security=self.smtp_security,
+            login=self.login,
+            needs_login=self.needs_login,
+            ca_bundle=self.ca_bundle,
+            allow_insecure_auth=self.allow_insecure_auth,
+        )
 
     def hints(self) -> list[str]:
         """Warning-level remarks on settings that are allowed but probably wrong."""

@@ -16,32 +16,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sysmail_ops.errors import SecretKeyError, ValidationError
+from sysmail_ops.mail.credentials import Secret
 
 ENV_KEY = "SYSMAIL_SECRET_KEY"
-MASK = "********"
-
-
-class Secret:
-    """A clear password in memory: never shown by ``repr``/``str``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return f"Secret({MASK})"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        raise TypeError("a Secret is not pickled")
 
 
 class SecretBox:

@@ -14,10 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 from sysmail_ops.config import accounts
-from sysmail_ops.config.secrets import Secret
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.demo import approvals, survey
 from sysmail_ops.errors import NotFoundError, SysmailError
+from sysmail_ops.mail.credentials import Secret
 from sysmail_ops.records import sendlog
 from sysmail_ops.sending import batch as sending
 from sysmail_ops.sending import connection_test as conntest

@@ -15,16 +15,27 @@ import time
 from dataclasses import asdict, dataclass
 from functools import cache
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sysmail_ops.config.secrets import Secret
 from sysmail_ops.errors import InsecureAuthError, SMTPError
 from sysmail_ops.mail.addresses import is_loopback
-
-if TYPE_CHECKING:
-    from sysmail_ops.config.accounts import Account
+from sysmail_ops.mail.credentials import Secret
 
 DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """Where and how to reach one system email's server: plain values, never a password."""
+
+    name: str  # the system email's name, for messages
+    host: str
+    port: int
+    security: str  # starttls | ssl | none
+    login: str
+    needs_login: bool = True
+    ca_bundle: str | None = None
+    allow_insecure_auth: bool = False
 
 
 @cache
@@ -58,12 +69,12 @@ def _describe_os_error(exc: OSError, host: str, port: int, timeout: float) -> st
     return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
-def _describe_tls_error(exc: ssl.SSLError, account: Account) -> str:
+def _describe_tls_error(exc: ssl.SSLError, server: SMTPServer) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or exc.reason or "certificate not trusted"
-        hint = "" if account.ca_bundle else "; for a private relay set the account's CA bundle"
-        return f"TLS certificate of {account.smtp_host} not accepted: {why}{hint}"
-    return f"TLS handshake with {account.smtp_host} failed: {exc.reason or exc}"
+        hint = "" if server.ca_bundle else "; for a private relay set the account's CA bundle"
+        return f"TLS certificate of {server.host} not accepted: {why}{hint}"
+    return f"TLS handshake with {server.host} failed: {exc.reason or exc}"
 
 
 @dataclass(frozen=True)
@@ -111,12 +122,12 @@ class SMTPConnection:
 
     def __init__(
         self,
-        account: Account,
+        server: SMTPServer,
         password: Secret,
         timeout: float = DEFAULT_TIMEOUT,
         pipelining: bool | None = None,
     ):
-        self.account = account
+        self.server = server
         self.pipelining = pipelining  # None: use it when the server offers PIPELINING
         self._password = password
         self.timeout = timeout
@@ -125,8 +136,8 @@ class SMTPConnection:
         self.tls_version: str | None = None
 
     def __repr__(self) -> str:
-        a = self.account
-        return f"SMTPConnection({a.name!r}, {a.smtp_host}:{a.smtp_port}, {a.smtp_security})"
+        a = self.server
+        return f"SMTPConnection({a.name!r}, {a.host}:{a.port}, {a.security})"
 
     def __enter__(self) -> SMTPConnection:
         self.open()
@@ -143,20 +154,20 @@ class SMTPConnection:
 
     def open(self) -> str:
         """Connect, secure and log in. Returns the server's greeting."""
-        a = self.account
+        a = self.server
         if (
             a.needs_login
-            and a.smtp_security == "none"
-            and not is_loopback(a.smtp_host)
+            and a.security == "none"
+            and not is_loopback(a.host)
             and not a.allow_insecure_auth
         ):
             raise InsecureAuthError(
                 f"auth: refusing to send the password of {a.name!r} unencrypted to "
-                f"{a.smtp_host}; use starttls/ssl or set allow_insecure_auth"
+                f"{a.host}; use starttls/ssl or set allow_insecure_auth"
             )
-        ctx = tls_context(a.ca_bundle) if a.smtp_security != "none" else None
+        ctx = tls_context(a.ca_bundle) if a.security != "none" else None
         smtp: smtplib.SMTP
-        if a.smtp_security == "ssl":
+        if a.security == "ssl":
             smtp = smtplib.SMTP_SSL(
                 local_hostname=local_hostname(), timeout=self.timeout, context=ctx
             )
@@ -164,22 +175,22 @@ class SMTPConnection:
             smtp = smtplib.SMTP(local_hostname=local_hostname(), timeout=self.timeout)
         # connect() does not record the host that starttls()/SMTP_SSL need for
         # certificate checks (only the constructor does, and it drops the greeting).
-        smtp._host = a.smtp_host  # type: ignore[attr-defined]
+        smtp._host = a.host  # type: ignore[attr-defined]
         self.smtp = smtp
-        step = "tls" if a.smtp_security == "ssl" else "connect"
+        step = "tls" if a.security == "ssl" else "connect"
         try:
-            code, msg = smtp.connect(a.smtp_host, a.smtp_port)
+            code, msg = smtp.connect(a.host, a.port)
         except ssl.SSLError as exc:
             raise self._fail("tls", _describe_tls_error(exc, a)) from None
         except OSError as exc:
-            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            why = _describe_os_error(exc, a.host, a.port, self.timeout)
             raise self._fail(step, why) from None
         self.greeting = text = msg.decode("utf-8", "replace")
         if code != 220:
             raise self._fail("connect", f"server refused: {code} {text}", code, text)
         try:
             self._ehlo()
-            if a.smtp_security == "starttls":
+            if a.security == "starttls":
                 self._starttls(ctx)
             if a.needs_login and self._password:
                 self._login()
@@ -189,7 +200,7 @@ class SMTPConnection:
             text = _reply(exc)
             raise self._fail("ehlo", f"{exc.smtp_code} {text}", exc.smtp_code, text) from None
         except OSError as exc:
-            why = _describe_os_error(exc, a.smtp_host, a.smtp_port, self.timeout)
+            why = _describe_os_error(exc, a.host, a.port, self.timeout)
             raise self._fail("ehlo", why) from None
         sock = smtp.sock
         self.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
@@ -209,13 +220,13 @@ class SMTPConnection:
         if not self.smtp.has_extn("starttls"):
             raise self._fail(
                 "tls",
-                f"{self.account.smtp_host} does not offer STARTTLS; refusing to continue "
+                f"{self.server.host} does not offer STARTTLS; refusing to continue "
                 "unencrypted (choose security 'none' only for a trusted local relay)",
             )
         try:
             self.smtp.starttls(context=ctx)
         except ssl.SSLError as exc:
-            raise self._fail("tls", _describe_tls_error(exc, self.account)) from None
+            raise self._fail("tls", _describe_tls_error(exc, self.server)) from None
         except smtplib.SMTPResponseException as exc:
             raise self._fail(
                 "tls", f"STARTTLS refused: {exc.smtp_code} {_reply(exc)}", exc.smtp_code
@@ -227,21 +238,21 @@ class SMTPConnection:
         if not self.smtp.has_extn("auth"):
             raise self._fail(
                 "auth",
-                f"{self.account.smtp_host} offers no AUTH on this connection; "
+                f"{self.server.host} offers no AUTH on this connection; "
                 "clear the password if the relay needs no login",
             )
         try:
-            self.smtp.login(self.account.login, self._password.reveal())
+            self.smtp.login(self.server.login, self._password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
             text = _reply(exc)
             raise self._fail(
                 "auth",
-                f"login as {self.account.login} rejected: {exc.smtp_code} {text}",
+                f"login as {self.server.login} rejected: {exc.smtp_code} {text}",
                 exc.smtp_code,
                 text,
             ) from None
         except smtplib.SMTPException as exc:
-            raise self._fail("auth", f"login as {self.account.login} failed: {exc}") from None
+            raise self._fail("auth", f"login as {self.server.login} failed: {exc}") from None
 
     def close(self) -> None:
         smtp, self.smtp = self.smtp, None
@@ -372,15 +383,15 @@ class ConnectionTestResult:
 
 
 def test_connection(
-    account: Account, password: Secret, *, timeout: float = 10.0
+    server: SMTPServer, password: Secret, *, timeout: float = 10.0
 ) -> ConnectionTestResult:
     """Connect, EHLO, TLS and AUTH; say which step failed and what the server said."""
     started = time.perf_counter()
-    conn = SMTPConnection(account, password, timeout=timeout)
+    conn = SMTPConnection(server, password, timeout=timeout)
 
     def result(ok: bool, step: str, msg: str, code: int | None = None) -> ConnectionTestResult:
         return ConnectionTestResult(
-            account=account.name,
+            account=server.name,
             ok=ok,
             step=step,
             message=msg,
@@ -398,5 +409,5 @@ def test_connection(
     finally:
         conn.close()
     tls = f", {conn.tls_version}" if conn.tls_version else ", unencrypted"
-    login = f", logged in as {account.login}" if account.needs_login else ", no login"
+    login = f", logged in as {server.login}" if server.needs_login else ", no login"
     return result(True, "done", f"connected{tls}{login}")

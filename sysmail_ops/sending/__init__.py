@@ -7,7 +7,7 @@ May import: ``templates``, ``records``, ``config``, ``mail``, ``store``, ``input
 """
 
 from sysmail_ops.mail.mime import Attachment, InlineImage
-from sysmail_ops.sending import batch, connection_test, delivery, engine, retry, worker
+from sysmail_ops.sending import batch, connection_test, delivery, engine, links, retry, worker
 from sysmail_ops.sending.batch import (
     Delivery,
     SendOptions,
@@ -30,6 +30,7 @@ __all__ = [
     "connection_test",
     "delivery",
     "engine",
+    "links",
     "personal_unsubscribe",
     "records_to_deliveries",
     "retry",

@@ -25,6 +25,7 @@ from sysmail_ops.inputs import read_records
 from sysmail_ops.mail.mime import Attachment, InlineImage
 from sysmail_ops.sending.delivery import Delivery, personal_unsubscribe
 from sysmail_ops.sending.engine import BatchSender, SendOptions, SendResult
+from sysmail_ops.sending.links import unsubscribe_url
 from sysmail_ops.sending.worker import AUTO_THRESHOLD
 
 __all__ = [
@@ -151,7 +152,7 @@ def send_batch(
     any bad record stops the batch before anything is sent or written. A file
     is read twice, so memory does not grow with its length. With
     ``unsubscribe_links`` each message gets its recipient's own unsubscribe
-    link (``surveys.unsubscribe_url``): in ``List-Unsubscribe`` and as the
+    link (``links.unsubscribe_url``): in ``List-Unsubscribe`` and as the
     template field ``unsubscribe_url``.
     """
     opts = options or SendOptions()
@@ -172,8 +173,6 @@ def send_batch(
         return map(_with_unsubscribe, made) if unsubscribe_links else made
 
     def _with_unsubscribe(d: Delivery) -> Delivery:
-        from sysmail_ops.campaigns.surveys import unsubscribe_url  # the token module reads settings
-
         try:
             d.unsubscribe_url = unsubscribe_url(ws, d.to[0])
         except ValidationError:

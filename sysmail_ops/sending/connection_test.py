@@ -29,7 +29,7 @@ def test_account(
     account = get_account(ws, name)
     if send_to:
         send_to = check_address(send_to, "test recipient")
-    result = test_connection(account, password_for(ws, account), timeout=timeout)
+    result = test_connection(account.server, password_for(ws, account), timeout=timeout)
     if result.ok and send_to:
         result = _send_test_message(ws, result, send_to, timeout)
     with ws.store.transaction() as con:

@@ -32,7 +32,7 @@ class Delivery:
     attachments: Sequence[Attachment] = ()
     inline_images: Sequence[InlineImage] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # extra headers, checked for CR/LF
-    # A personal unsubscribe link (``surveys.unsubscribe_url``): List-Unsubscribe with it and
+    # A personal unsubscribe link (``links.unsubscribe_url``): List-Unsubscribe with it and
     # the account's mailto; List-Unsubscribe-Post (RFC 8058 one-click) when it is https.
     unsubscribe_url: str | None = None
 

@@ -345,7 +345,7 @@ class BatchSender:
         password = accounts_mod.password_for(self.ws, self.account)
         delay = self.opt.backoff
         for attempt in range(1, self.opt.max_attempts + 1):
-            conn = SMTPConnection(self.account, password, timeout=self.opt.timeout)
+            conn = SMTPConnection(self.account.server, password, timeout=self.opt.timeout)
             try:
                 conn.open()
             except InsecureAuthError:

@@ -147,7 +147,7 @@ def _retry_account(
     if account is None:
         down = Outcome("failed", "connect", None, f"system email {name!r} no longer exists")
     else:
-        conn = SMTPConnection(account, accounts.password_for(ws, account), timeout=timeout)
+        conn = SMTPConnection(account.server, accounts.password_for(ws, account), timeout=timeout)
         try:
             conn.open()
         except SMTPError as exc:

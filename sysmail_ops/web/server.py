@@ -31,10 +31,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sysmail_ops.campaigns import surveys
-from sysmail_ops.campaigns.tokens import TokenError, TokenExpiredError
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import StoreBusyError, SysmailError, ValidationError
 from sysmail_ops.records import suppression
+from sysmail_ops.sending.links import TokenError, TokenExpiredError
 
 log = logging.getLogger("sysmail_ops.web.server")
 

@@ -1,4 +1,5 @@
-"""Signed, expiring link tokens for survey answers and unsubscribes.
+"""The personal links a message carries: signed, expiring tokens for survey
+answers and one-click unsubscribes (RFC 8058), under the workspace's public URL.
 
 A token is ``v1.<claims>.<signature>``: the claims as compact JSON in
 URL-safe base64, then HMAC-SHA256 over ``v1.<claims>`` with a key derived
@@ -170,3 +171,14 @@ def verify_token(ws: Workspace, token: str, purpose: str) -> TokenClaims:
                 f"this link has expired (it was valid until {expires_at:%Y-%m-%d %H:%M} UTC)"
             )
     return TokenClaims(kind, campaign, contact, email, expires_at)
+
+
+def public_base(ws: Workspace) -> str:
+    """Where ``sysmail-ops serve`` is reached from outside (the ``public_base_url`` setting)."""
+    return str(settings.get_setting(ws, "public_base_url"))
+
+
+def unsubscribe_url(ws: Workspace, email: str, campaign: str | None = None) -> str:
+    """A personal unsubscribe link for ``email`` (no expiry), for List-Unsubscribe and footers."""
+    token = make_token(ws, purpose="unsubscribe", campaign=campaign, contact=email, email=email)
+    return f"{public_base(ws)}/unsubscribe/{token}"
