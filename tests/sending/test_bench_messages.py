@@ -16,7 +16,7 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.mail.mime import compose
 from sysmail_ops.templates import catalog as templates
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import bench_send
 
 

@@ -841,7 +841,7 @@ def test_header_checks_work_when_nothing_else_loaded_the_email_package() -> None
     import sys
 
     code = (
-        "import sysmail_ops.headers as h; "
+        "import sysmail_ops.mail.headers as h; "
         "found = list(h._decodings('=?utf-8?q?a?=')); "
         "assert '' not in found, found"
     )

@@ -28,7 +28,7 @@ from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions.notebooks import ReportRun
 from sysmail_ops.templates import catalog as templates
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 BUNDLED = sorted((ROOT / "reports").glob("*.ipynb"))
 FAST = sending.SendOptions(backoff=0.01)
 CID = re.compile(r'src="cid:([^"]+)"')

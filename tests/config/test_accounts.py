@@ -8,7 +8,7 @@ import pytest
 
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
+from sysmail_ops.errors import LimitError, NotFoundError, ValidationError
 
 
 def add(ws: Workspace, name: str = "service", **kw: Any) -> accounts.Account:
@@ -176,21 +176,3 @@ def test_unknown_names_are_not_found(ws: Workspace) -> None:
     ):
         with pytest.raises(NotFoundError, match="no system email named 'ghost'"):
             call()
-
-
-def test_remove_is_refused_while_a_registered_check_names_users(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(accounts, "_USAGE_CHECKS", [])
-    add(ws)
-
-    @accounts.register_usage_check
-    def subscriptions(w: Workspace, name: str) -> list[str]:
-        return ["subscription weekly-cases"] if name == "service" else []
-
-    with pytest.raises(InUseError, match="'service' is still used by subscription weekly-cases"):
-        accounts.remove_account(ws, "service")
-    assert [a.name for a in accounts.list_accounts(ws)] == ["service"]
-    monkeypatch.setattr(accounts, "_USAGE_CHECKS", [])
-    accounts.remove_account(ws, "service")
-    assert accounts.list_accounts(ws) == []

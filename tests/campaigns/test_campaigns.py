@@ -18,12 +18,13 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops.campaigns import model as campaigns
+from sysmail_ops import campaigns
 from sysmail_ops.campaigns import surveys
 from sysmail_ops.campaigns.members import members
 from sysmail_ops.campaigns.sends import Links, survey_token
 from sysmail_ops.config import accounts, settings
 from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.demo import survey as demo_survey
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
 from sysmail_ops.records import sendlog, suppression
 from sysmail_ops.sending import retry as deferred
@@ -548,12 +549,12 @@ def test_stats_before_any_answer(setup: Workspace) -> None:
 
 def test_demo_is_repeatable(setup: Workspace, smtp_server: SMTPTestServer) -> None:
     lines: list[str] = []
-    campaigns.demo(setup, "service", lines.append)
+    demo_survey.demo(setup, "service", lines.append)
     assert lines[0].startswith("survey: campaign demo-csat send: 4 sent")
     assert "2 responded (50%), CSAT 50%, average 4.0" in lines[-1]
     assert len(smtp_server.messages) == 4
     lines.clear()
-    campaigns.demo(setup, "service", lines.append)
+    demo_survey.demo(setup, "service", lines.append)
     assert "4 skipped_duplicate" in lines[0] and len(smtp_server.messages) == 4
     assert "2 responded (50%)" in lines[-1]
 

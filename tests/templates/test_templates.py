@@ -11,7 +11,7 @@ import pytest
 
 from sysmail_ops.cli import main
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
+from sysmail_ops.errors import NotFoundError, TemplateError, ValidationError
 from sysmail_ops.templates import catalog as templates
 from sysmail_ops.templates import render as template_source
 
@@ -448,34 +448,16 @@ def test_builtin_templates_render_their_declared_fields(ws: Workspace, name: str
         assert f"<{f}>" in r.text or f not in t.text or f == "output_path"
 
 
-def test_remove_is_refused_while_a_registered_check_names_users(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(templates, "_USAGE_CHECKS", [])
+def test_remove_deletes_every_version_of_an_unused_template(ws: Workspace) -> None:
     add_case(ws)
     templates.edit_template(ws, "case-update", subject="v2")
-    seen: list[tuple[Workspace, str]] = []
-
-    @templates.register_usage_check
-    def subscriptions(w: Workspace, name: str) -> list[str]:
-        seen.append((w, name))
-        return (
-            ["subscription weekly-cases", "workflow case-closed"] if name == "case-update" else []
-        )
-
-    assert templates.register_usage_check(subscriptions) is subscriptions
-    assert [subscriptions] == templates._USAGE_CHECKS
-    with pytest.raises(InUseError, match="used by subscription weekly-cases, workflow case-closed"):
-        templates.remove_template(ws, "case-update")
-    assert seen == [(ws, "case-update")]
     assert templates.list_versions(ws, "case-update") == [1, 2]
-
-    templates.add_template(ws, "unused", object_type="lead", subject="s", html="<p>x</p>")
-    templates.remove_template(ws, "unused")
+    templates.remove_template(ws, "case-update")
+    assert templates.list_versions(ws, "case-update") == []
     with pytest.raises(NotFoundError):
-        templates.get_template(ws, "unused")
+        templates.get_template(ws, "case-update")
     with pytest.raises(NotFoundError):
-        templates.remove_template(ws, "unused")
+        templates.remove_template(ws, "case-update")
 
 
 # --- CLI --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from smtp_testserver import SMTPTestServer
 
 from sysmail_ops.config import accounts, directory
 from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.demo import approvals
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
 from sysmail_ops.flows import events
 from sysmail_ops.flows import notifications as workflows
@@ -514,7 +515,7 @@ def test_demo_notifies_approval_events_once_even_when_run_twice(
 ) -> None:
     bind(ws, smtp_server, "workflow", kind="workflow_notification")
     lines: list[str] = []
-    results = workflows.demo(ws, "workflow", lines.append)
+    results = approvals.demo(ws, "workflow", lines.append)
     assert [r.status for r in results] == [
         "notified", "notified", "notified", "notified", "error", "no_match",
     ]  # fmt: skip
@@ -529,7 +530,7 @@ def test_demo_notifies_approval_events_once_even_when_run_twice(
     assert any("demo-AP-104" in line and "error" in line for line in lines)
     assert any(line.startswith("rule approval-finance:") for line in lines)
     again: list[str] = []
-    workflows.demo(ws, "workflow", again.append)
+    approvals.demo(ws, "workflow", again.append)
     assert len(smtp_server.messages) == 4
     assert not any(line.startswith("rule ") for line in again)
     assert len(workflows.list_events(ws, limit=None)) == 12

@@ -12,7 +12,7 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
-from sysmail_ops.campaigns import model as campaigns
+from sysmail_ops import campaigns
 from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import main
 from sysmail_ops.config.workspace import Workspace

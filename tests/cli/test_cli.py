@@ -216,7 +216,7 @@ def iter_commands(
 
 
 def test_every_command_has_help_and_a_readme_mention() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     commands = dict(iter_commands(build_parser()))
     assert "accounts add" in commands and "sink list" in commands
     assert not [c for c, h in commands.items() if not h], "commands without help text"
@@ -238,7 +238,7 @@ def test_readme_python_examples_name_real_functions() -> None:
     import importlib
     import re
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks
     for block in blocks:
@@ -248,7 +248,7 @@ def test_readme_python_examples_name_real_functions() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "sysmail_ops":
                 for alias in node.names:
                     modules[alias.asname or alias.name] = (
-                        importlib.import_module(f"sysmail_ops.{alias.name}")
+                        getattr(importlib.import_module("sysmail_ops"), alias.name)
                         if alias.name[0].islower()
                         else None
                     )

@@ -13,7 +13,7 @@ from smtp_testserver import SMTPTestServer
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.sending import connection_test as conntest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import bind
+from report_fixtures import write_echo_report
 from smtp_testserver import SMTPTestServer
-from test_subscriptions import write_echo_report
 
 from sysmail_ops.cli import main
 from sysmail_ops.config.workspace import Workspace
