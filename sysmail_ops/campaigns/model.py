@@ -23,7 +23,8 @@ from sysmail_ops.campaigns import members as members_mod
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.store.database import insert_named, update_named, utcnow
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.templates import catalog as templates
 
 KINDS = ("follow_up", "survey")
@@ -31,7 +32,6 @@ ACCOUNT_KINDS = ("customer_service", "marketing")
 DEFAULT_REMINDER = "survey-reminder"
 # Fields the campaign fills in per recipient; a contact column or setting may not take them.
 RESERVED_FIELDS = ("survey_links", "survey_url", "unsubscribe_url")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
@@ -85,12 +85,7 @@ def _check_settings(values: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def check_campaign(ws: Workspace, c: Campaign) -> Campaign:
     """Check what a campaign names (saving, and again before sending); the cleaned campaign."""
-    name = (c.name or "").strip()
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"campaign name {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting"
-            " with a letter or digit"
-        )
+    name = check_name(c.name, "campaign name")
     if c.kind not in KINDS:
         raise ValidationError(f"unknown campaign kind {c.kind!r}: choose {' or '.join(KINDS)}")
     account = accounts.get_account(ws, c.account)

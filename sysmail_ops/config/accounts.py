@@ -7,7 +7,6 @@ leak one.
 
 from __future__ import annotations
 
-import re
 import ssl
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -20,6 +19,7 @@ from sysmail_ops.mail.addresses import check_address, is_loopback
 from sysmail_ops.mail.credentials import MASK, Secret
 from sysmail_ops.mail.smtp import SMTPServer
 from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.store.references import users_of
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ ARCHIVING_BY_KIND = {
     "workflow_notification": False,
     "other": False,
 }
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -187,11 +186,7 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
     name = v["name"] = (v.get("name") or "").strip()
     if not name:
         raise ValidationError("a system email needs a name")
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"name {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
+    check_name(name)
     v["kind"] = _check_choice(v["kind"], KINDS, "kind")
     v["smtp_security"] = _check_choice(v["smtp_security"], SECURITIES, "security")
     v["from_address"] = check_address(v.get("from_address") or "", "email account")
@@ -315,18 +310,13 @@ def add_account(
     with ws.store.transaction() as con:
         row = con.execute("SELECT count(*), count(*) FILTER (name = ?) FROM accounts", [name])
         total, same = row.fetchone() or (0, 0)
-        if same:
-            raise ValidationError(f"a system email named {name!r} already exists")
-        if total >= MAX_ACCOUNTS:
+        if total >= MAX_ACCOUNTS and not same:
             raise LimitError(
                 f"at most {MAX_ACCOUNTS} system emails can be bound and {total} of "
                 f"{MAX_ACCOUNTS} are in use: remove one before adding {name!r}"
             )
         cols = [c for c in [*_COLUMNS, "password_enc"] if c in values]
-        con.execute(
-            f"INSERT INTO accounts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
-            [values[c] for c in cols],
-        )
+        insert_named(con, "accounts", cols, [values[c] for c in cols], "system email")
     return get_account(ws, name)
 
 
@@ -355,11 +345,7 @@ def edit_account(
         sets.update(_password_columns(ws, None if clear_password else password, password_ref))
     sets["updated_at"] = utcnow()
     with ws.store.transaction() as con:
-        assignments = ", ".join(f"{c} = ?" for c in sets)
-        con.execute(
-            f"UPDATE accounts SET {assignments} WHERE name = ?",  # noqa: S608
-            [*sets.values(), name],
-        )
+        update_named(con, "accounts", ["name", *sets], [name, *sets.values()])
     return get_account(ws, name)
 
 

@@ -20,12 +20,12 @@ from sysmail_ops.config import accounts, directory
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.flows.conditions import Condition, compile_condition
-from sysmail_ops.store.database import insert_named, update_named, utcnow
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.templates import catalog as templates
 
 FLOW_TYPES = ("workflow", "approval_flow", "business_flow")
 ANY_FLOW = "*"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -123,12 +123,7 @@ def _check_recipients(ws: Workspace, values: Iterable[str] | str) -> tuple[str, 
 
 
 def _validate(ws: Workspace, r: Rule) -> Rule:
-    name = (r.name or "").strip()
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"rule name {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
+    name = check_name(r.name, "rule name")
     flow_type = check_flow_type(r.flow_type)
     flow_name = check_label(r.flow_name, "flow name")
     event = check_label(r.event, "event", 100)

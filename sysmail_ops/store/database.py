@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sysmail_ops.errors import StoreBusyError, ValidationError
+from sysmail_ops.errors import StoreBusyError
 from sysmail_ops.store.migrations import MIGRATIONS
 
 if TYPE_CHECKING:  # imported when a store is opened: the compose worker never needs it
     import duckdb
+    import pandas as pd
 
 ENV_LOCK_WAIT = "SYSMAIL_LOCK_WAIT"
 DEFAULT_LOCK_WAIT = 30.0
@@ -129,38 +130,34 @@ class Store:
         self._migrated = True
         return applied
 
+    def select(
+        self,
+        table: str,
+        where: Sequence[tuple[str, Any]] = (),
+        *,
+        order_by: str,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Rows of ``table`` as a DataFrame, filtered by the conditions whose value is given.
+
+        ``where`` pairs an SQL condition with its parameter (a tuple for several
+        ``?``); a pair whose value is ``None`` or empty is left out. The table,
+        conditions and order are the caller's own SQL, never user input.
+        """
+        clauses: list[str] = ["true"]
+        params: list[Any] = []
+        for condition, value in where:
+            if value is None or value == "":
+                continue
+            clauses.append(condition)
+            params.extend(value if isinstance(value, tuple) else (value,))
+        sql = f"SELECT * FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {order_by}"  # noqa: S608
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self.connect() as con:
+            return con.execute(sql, params).df()
+
     def schema_version(self) -> int:
         with self.connect() as con:
             row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
-
-
-def insert_named(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    columns: Sequence[str],
-    row: Sequence[Any],
-    what: str,
-) -> None:
-    """Insert a row keyed by its ``name`` column, refusing a name already taken.
-
-    ``table`` and ``columns`` are the caller's own identifiers, never user input.
-    """
-    name = row[list(columns).index("name")]
-    if con.execute(f"SELECT 1 FROM {table} WHERE name = ?", [name]).fetchone():  # noqa: S608
-        raise ValidationError(f"a {what} named {name!r} already exists")
-    con.execute(
-        f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608
-        f" VALUES ({', '.join('?' for _ in columns)})",
-        list(row),
-    )
-
-
-def update_named(
-    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], row: Sequence[Any]
-) -> None:
-    """Rewrite every column of the row whose ``name`` is the one in ``row``."""
-    values = dict(zip(columns, row, strict=True))
-    name = values.pop("name")
-    sets = ", ".join(f"{c} = ?" for c in values)
-    con.execute(f"UPDATE {table} SET {sets} WHERE name = ?", [*values.values(), name])  # noqa: S608

@@ -21,7 +21,8 @@ from typing import Any
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
-from sysmail_ops.store.database import insert_named, update_named, utcnow
+from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.subscriptions import schedule
 from sysmail_ops.templates import catalog as templates
 
@@ -33,7 +34,6 @@ FORMAT_HELP = {
     "xlsx": "each named table as an XLSX attachment",
 }
 DEFAULT_TEMPLATE = "report-mail"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_PARAMETERS = ("home",)  # the runner passes the workspace itself
 
@@ -150,12 +150,7 @@ def _validate(ws: Workspace, s: Subscription) -> Subscription:
         notebooks as reports,  # papermill and nbconvert load only when needed
     )
 
-    name = (s.name or "").strip()
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"name {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
+    name = check_name(s.name)
     notebook = reports.resolve_notebook(s.notebook)
     params = _check_parameters(s.parameters, "parameters")
     recipients = _check_recipients(s.recipients)

@@ -35,6 +35,7 @@ from jinja2.sandbox import SecurityError
 
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
 from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.named import check_name
 from sysmail_ops.store.references import users_of
 from sysmail_ops.templates.render import (
     BAD_SUBJECT,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
     from sysmail_ops.config.workspace import Workspace
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_SOURCE = 1_000_000  # characters per part
 PARTS = ("subject", "html", "text")
@@ -101,16 +101,6 @@ class Rendered:
 
     def to_dict(self) -> dict[str, str]:
         return {"subject": self.subject, "html": self.html, "text": self.text}
-
-
-def _check_name(name: str, what: str) -> str:
-    name = (name or "").strip()
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"{what} {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
-    return name
 
 
 def _check_fields(values: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -171,8 +161,8 @@ def _build(
     builtin: bool,
 ) -> Template:
     """Check every part of a new version and prepare what is stored; writes nothing."""
-    name = _check_name(name, "template name")
-    object_type = _check_name(object_type, "object type")
+    name = check_name(name, "template name")
+    object_type = check_name(object_type, "object type")
     subject = (_check_source("subject", subject, required=True) or "").strip()
     if any(c in subject for c in "\r\n"):
         raise ValidationError("the subject must be one line")
