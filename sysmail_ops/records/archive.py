@@ -85,26 +85,23 @@ def list_archive(
     limit: int | None = 100,
 ) -> pd.DataFrame:
     """Archived messages, newest first. ``related`` is ``TYPE:ID``."""
-    fold_orphans(ws)
-    where: list[str] = ["true"]
-    params: list[Any] = []
-    if account:
-        where.append("account = ?")
-        params.append(account)
-    if direction:
-        where.append("direction = ?")
-        params.append(direction)
+    obj: tuple[str, str] | None = None
     if related:
         obj_type, sep, obj_id = related.partition(":")
         if not sep or not obj_type or not obj_id:
             raise ValidationError(f"--object takes TYPE:ID, got {related!r}")
-        where.append("related_type = ? AND related_id = ?")
-        params += [obj_type, obj_id]
-    sql = f"SELECT * FROM archive WHERE {' AND '.join(where)} ORDER BY date DESC, id"  # noqa: S608
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    with ws.store.connect() as con:
-        return con.execute(sql, params).df()
+        obj = (obj_type, obj_id)
+    fold_orphans(ws)
+    return ws.store.select(
+        "archive",
+        [
+            ("account = ?", account),
+            ("direction = ?", direction),
+            ("related_type = ? AND related_id = ?", obj),
+        ],
+        order_by="date DESC, id",
+        limit=limit,
+    )
 
 
 def get_entry(ws: Workspace, aid: str) -> dict[str, Any]:

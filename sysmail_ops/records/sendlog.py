@@ -421,21 +421,17 @@ def list_logs(
     fold_orphans(ws)
     if status and status not in STATUSES:
         raise ValidationError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
-    where: list[str] = ["true"]
-    params: list[Any] = []
-    for col, val in (("status", status), ("account", account), ("batch_id", batch_id)):
-        if val:
-            where.append(f"{col} = ?")
-            params.append(val)
-    start = _since(since)
-    if start:
-        where.append("queued_at >= ?")
-        params.append(start)
-    sql = f"SELECT * FROM send_log WHERE {' AND '.join(where)} ORDER BY id DESC"  # noqa: S608
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    with ws.store.connect() as con:
-        return con.execute(sql, params).df()
+    return ws.store.select(
+        "send_log",
+        [
+            ("status = ?", status),
+            ("account = ?", account),
+            ("batch_id = ?", batch_id),
+            ("queued_at >= ?", _since(since)),
+        ],
+        order_by="id DESC",
+        limit=limit,
+    )
 
 
 def get_log(ws: Workspace, log_id: int) -> dict[str, Any]:
