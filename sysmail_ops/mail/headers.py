@@ -352,3 +352,17 @@ def make_message_id(given: str | None, domain: str) -> str:
 
 
 # -- bodies --------------------------------------------------------------------------
+
+
+def list_unsubscribe(url: str | None, mailto: str | None) -> dict[str, str]:
+    """List-Unsubscribe (RFC 2369: the link first, then the mailto) and, for an https
+    link, RFC 8058's one-click ``List-Unsubscribe-Post``; no header without either."""
+    links = [f"<{url}>"] if url else []
+    if mailto:
+        links.append(f"<mailto:{mailto}?subject=unsubscribe>")
+    if not links:
+        return {}
+    headers = {"List-Unsubscribe": ", ".join(links)}
+    if url and url.startswith("https://"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers

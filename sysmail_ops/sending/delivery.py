@@ -14,6 +14,7 @@ from typing import Any
 
 from sysmail_ops.config.accounts import Account
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.mail.headers import list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
 from sysmail_ops.templates import catalog as templates
 
@@ -46,28 +47,14 @@ def personal_unsubscribe(url: str, account: Account) -> dict[str, str]:
         raise ValidationError(f"unsubscribe_url must be an http(s) URL, got {url[:60]!r}")
     if any(c.isspace() or c in "<>," or not c.isprintable() for c in url):
         raise ValidationError("unsubscribe_url must not contain spaces, line breaks, commas or <>")
-    links = [f"<{url}>"]
-    if account.unsubscribe_mailto:
-        links.append(f"<mailto:{account.unsubscribe_mailto}?subject=unsubscribe>")
-    headers = {"List-Unsubscribe": ", ".join(links)}
-    if url.startswith("https://"):  # RFC 8058: one-click only for an https URI
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return headers
+    return list_unsubscribe(url, account.unsubscribe_mailto)
 
 
 def account_list_unsubscribe(a: Account) -> dict[str, str]:
     """A marketing account's List-Unsubscribe headers from its settings (else none)."""
-    if a.kind != "marketing" or not (a.unsubscribe_mailto or a.unsubscribe_url):
+    if a.kind != "marketing":
         return {}
-    links = []
-    if a.unsubscribe_mailto:
-        links.append(f"<mailto:{a.unsubscribe_mailto}?subject=unsubscribe>")
-    if a.unsubscribe_url:
-        links.append(f"<{a.unsubscribe_url}>")
-    headers = {"List-Unsubscribe": ", ".join(links)}
-    if a.unsubscribe_url:
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return headers
+    return list_unsubscribe(a.unsubscribe_url, a.unsubscribe_mailto)
 
 
 class Composer:

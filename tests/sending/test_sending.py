@@ -363,7 +363,10 @@ def test_marketing_mail_carries_list_unsubscribe(
     )
     send(ws, "news", "case-update", to="eve@example.com", record=RECORD, options=FAST)
     (got,) = smtp_server.messages
-    assert "mailto:unsub@example.com" in got.message["List-Unsubscribe"]
+    # The same order as a personal link: the one-click https link first, then the mailto.
+    assert got.message["List-Unsubscribe"] == (
+        "<https://example.com/u>, <mailto:unsub@example.com?subject=unsubscribe>"
+    )
     assert got.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
