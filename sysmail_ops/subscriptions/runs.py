@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
-from jupyter_core.utils import ensure_event_loop
 from markupsafe import Markup
 
 from sysmail_ops.config.workspace import Workspace
@@ -237,8 +236,7 @@ def run_slot(
 
     with ThreadPoolExecutor(max_workers=min(workers, len(sets)) or 1) as pool:
         futures: list[Future[ReportRun]] = [
-            pool.submit(
-                _in_own_loop,
+            pool.submit(  # execute_report closes the event loop papermill opens in the thread
                 reports.execute_report,
                 s.notebook,
                 Path(g.output_path or ""),
@@ -257,19 +255,6 @@ def run_slot(
         result.owner_notified = _notify_owner(ws, s, slot, failed)
     _finish_claim(ws, s.name, slot, me)
     return result
-
-
-def _in_own_loop(fn: Callable[..., ReportRun], *args: Any, **kwargs: Any) -> ReportRun:
-    """Run ``fn`` (papermill) in this worker thread, then close the event loop it used.
-
-    nbclient runs its coroutines on a per-thread loop it never closes; left
-    open, each worker thread would leak a loop and its sockets.
-    """
-    loop = ensure_event_loop()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        loop.close()
 
 
 def report_record(
