@@ -97,9 +97,7 @@ def bench_naive(
     def one(n: int) -> tuple[float | None, int]:
         r = chosen[n]
         params = {**s.parameters, **r.parameters}
-        run = subscription_runs._in_own_loop(
-            reports.execute_report, s.notebook, folder / f"{n:03d}", params, home=ws.home
-        )
+        run = reports.execute_report(s.notebook, folder / f"{n:03d}", params, home=ws.home)
         assert run.ok and run.output is not None, run.error
         (d,) = subscription_runs.build_deliveries(s, slot, run.output, [r.address], keyed=False)
         res = sending.send(
