@@ -5,8 +5,12 @@ rendering plus composing is about a third of its work per message. On a
 machine with two or more CPUs a long batch hands that third to a worker
 process (threads would not help: they share one GIL). The worker only builds
 bytes: it never touches the store, the journal or the server, so the
-delivery guarantees do not change, and a worker that dies or cannot take a
-record (one that does not pickle) leaves its pieces to this process.
+delivery guarantees do not change, and a worker that dies leaves its pieces
+to this process. So does a piece the worker cannot take (a record that does
+not pickle here, or does not unpickle there) or cannot build as this process
+would (building raised something else than a ``SysmailError``): this process
+builds that piece itself, raising what it raises, at the same delivery; the
+worker goes on with the next one.
 
 Order is kept: results come back in the order deliveries went in. At most
 ``ahead`` pieces are out at once, so memory stays flat however long the
@@ -64,9 +68,10 @@ def build_one(composer: Composer, d: Delivery) -> Built:
 
 # -- the worker process ------------------------------------------------------------------
 #
-# ``python -m sysmail_ops.compose_pool`` reads frames on stdin and answers each on stdout,
+# ``python -m sysmail_ops.sending.worker`` reads frames on stdin and answers each on stdout,
 # in order: first the pickled Composer (answered b"ready"), then pieces (lists of
-# deliveries, answered with their Built results). A frame is an 8-byte big-endian length
+# deliveries, answered ("ok", their Built results) or ("here", None): the sender builds
+# that piece itself, see ``_answer``). A frame is an 8-byte big-endian length
 # and that many bytes. The worker ends when stdin does (its sender finished or died). Not
 # ``multiprocessing``: its spawn start re-runs the caller's main script in the child.
 
@@ -94,12 +99,28 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     composer: Composer = pickle.loads(first)  # noqa: S301 - our own bytes, from the parent
     _write_frame(out, b"ready")
     while (frame := _read_frame(inp)) is not None:
+        _write_frame(out, _answer(composer, frame))
+
+
+_HERE = pickle.dumps(("here", None), pickle.HIGHEST_PROTOCOL)
+
+
+def _answer(composer: Composer, frame: bytes) -> bytes:
+    """One piece's Built results; or, if the sender would not get them alike, ``_HERE``.
+
+    A piece that does not unpickle here (a record holding an object of a class this
+    process cannot import), or whose building raised something else than a
+    ``SysmailError`` (a field of the wrong type: the sender raises it, not a Built),
+    goes back: the sender builds it, with what that gives there. The next piece is
+    served as usual.
+    """
+    try:
         deliveries: list[Delivery] = pickle.loads(frame)  # noqa: S301 - from the parent
-        try:
-            answer: Any = ("ok", [build_one(composer, d) for d in deliveries])
-        except Exception as exc:
-            answer = ("error", RuntimeError(f"compose worker: {type(exc).__name__}: {exc}"))
-        _write_frame(out, pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        return pickle.dumps(
+            ("ok", [build_one(composer, d) for d in deliveries]), pickle.HIGHEST_PROTOCOL
+        )
+    except Exception:
+        return _HERE
 
 
 class _Worker:
@@ -115,7 +136,7 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
-        self._waiting: deque[Future[list[Built]]] = deque()
+        self._waiting: deque[Future[list[Built] | None]] = deque()
         self._lock = threading.Lock()
         self.ready: Future[bytes] = Future()
         self._reader = threading.Thread(target=self._read, name="compose-reader", daemon=True)
@@ -125,8 +146,9 @@ class _Worker:
         except OSError:  # it died at once: ``ready`` fails, and the sender builds everything
             self.close()
 
-    def submit(self, payload: bytes) -> Future[list[Built]]:
-        fut: Future[list[Built]] = Future()
+    def submit(self, payload: bytes) -> Future[list[Built] | None]:
+        """The piece's results; None: build it here (see ``_answer``)."""
+        fut: Future[list[Built] | None] = Future()
         with self._lock:
             if self.proc.stdin is None or self.proc.stdin.closed:
                 raise BrokenPipeError("the compose worker is gone")
@@ -147,11 +169,11 @@ class _Worker:
             while (frame := _read_frame(self.proc.stdout)) is not None:
                 with self._lock:
                     fut = self._waiting.popleft()
-                kind, value = pickle.loads(frame)  # noqa: S301 - our worker's answer
-                if kind == "ok":
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+                try:
+                    kind, value = pickle.loads(frame)  # noqa: S301 - our worker's answer
+                except Exception:  # it does not unpickle here: the piece is built here
+                    kind, value = "here", None
+                fut.set_result(value if kind == "ok" else None)
         finally:  # the worker ended: whatever it still owed is built by the sender
             gone = BrokenPipeError("the compose worker ended")
             if not self.ready.done():
@@ -177,7 +199,7 @@ class _Piece:
 
     def __init__(self, deliveries: list[Delivery]):
         self.deliveries = deliveries
-        self.future: Future[list[Built]] | None = None
+        self.future: Future[list[Built] | None] | None = None
         self.here = False  # to be built in this process (it does not pickle)
 
 
@@ -264,8 +286,9 @@ class ComposePool:
             except OSError:  # the worker died (killed, out of memory): carry on here
                 self.close()
             else:
-                yield from built
-                return
+                if built is not None:
+                    yield from built
+                    return
         self.built_here += len(p.deliveries)
         for d in p.deliveries:
             yield build_one(self.composer, d)

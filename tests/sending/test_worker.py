@@ -1,6 +1,6 @@
 """The compose worker: messages built in a second process come back in order, as built here.
 
-Every test runs the real worker (``python -m sysmail_ops.compose_pool``) and
+Every test runs the real worker (``python -m sysmail_ops.sending.worker``) and
 compares what it built with what ``build_one`` builds in this process: the
 message parsed back with ``email.policy.default``, or the error (same type,
 same message).
@@ -9,6 +9,7 @@ same message).
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import HeaderInjectionError, TemplateError, ValidationError
 from sysmail_ops.records import archive, sendlog
+from sysmail_ops.sending import worker as worker_module
 from sysmail_ops.sending.batch import SendOptions, send_batch, send_deliveries
 from sysmail_ops.sending.delivery import Composer, Delivery
 from sysmail_ops.sending.worker import Built, ComposePool, build_one
@@ -250,16 +253,76 @@ class _Opaque:
         return "opaque"
 
 
-def test_a_record_the_worker_cannot_unpickle_leaves_the_rest_to_this_process(
+def test_a_record_the_worker_cannot_unpickle_is_built_here_with_its_piece_only(
     composer: Composer, pool_factory: Callable[..., ComposePool]
 ) -> None:
     items = [delivery(i) for i in range(100)]
-    items[30] = delivery(30, unused=_Opaque())
+    items[30] = delivery(30, unused=_Opaque())  # in the piece 28..34 of the first chunk
+    items[60] = delivery(60, unused=_Opaque())  # in the piece 54..60 of the second
+    pool = pool_factory(composer, 1, piece=7)
+    worker = pool._workers[0]
+    worker.ready.result(timeout=READY_WAIT)
+    got = run_pool(pool, split(items, [40]))
+    assert_plain(got, range(100))
+    assert pool.built_here == 14, "only the two pieces holding them were built here"
+    assert pool._workers == [worker] and worker.proc.poll() is None, "the worker serves on"
+
+
+def test_an_answer_that_does_not_unpickle_here_is_built_here_not_waited_for(
+    composer: Composer, pool_factory: Callable[..., ComposePool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(data: bytes) -> Any:
+        raise pickle.UnpicklingError("not here")
+
+    items = [delivery(i) for i in range(30)]
     pool = pool_factory(composer, 1, piece=7)
     pool._workers[0].ready.result(timeout=READY_WAIT)
-    got = run_pool(pool, split(items))
-    assert_plain(got, range(100))
-    assert 0 < pool.built_here < len(items)
+    # the reader thread unpickles every answer with this module's ``pickle``
+    monkeypatch.setattr(
+        worker_module,
+        "pickle",
+        SimpleNamespace(dumps=pickle.dumps, loads=refuse, HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL),
+    )
+    got: list[Built] = []
+    runner = threading.Thread(target=lambda: got.extend(run_pool(pool, [items])), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the sender waits for an answer that never comes"
+    assert_plain(got, range(30))
+    assert pool.built_here == 30
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "raised"),
+    [("reply_to", 3, TypeError), ("headers", [("X-Tag", "a")], AttributeError)],
+)
+def test_a_field_of_the_wrong_type_raises_alike_with_or_without_a_worker(
+    composer: Composer,
+    pool_factory: Callable[..., ComposePool],
+    field: str,
+    value: Any,
+    raised: type[Exception],
+) -> None:
+    items = [delivery(i) for i in range(40)]
+    items[24] = Delivery(["u24@example.com"], delivery(24).record, **{field: value})
+
+    def outcome(workers: int) -> tuple[list[Built], BaseException]:
+        pool = pool_factory(composer, workers, piece=7)
+        if workers:
+            pool._workers[0].ready.result(timeout=READY_WAIT)
+        got: list[Built] = []
+        with pytest.raises(raised) as caught:
+            for _chunk, results, _following in pool.chunks(iter(split(items, [40]))):
+                for item in results:
+                    got.append(item)
+        return got, caught.value
+
+    here, here_error = outcome(0)
+    there, there_error = outcome(1)
+    assert type(there_error) is type(here_error) is raised
+    assert str(there_error) == str(here_error)
+    assert len(there) == len(here) == 24, "raised at the same delivery"
+    assert_plain(there, range(24))
 
 
 def test_a_worker_killed_mid_batch_leaves_the_rest_to_this_process(
