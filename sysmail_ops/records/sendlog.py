@@ -297,7 +297,10 @@ def _fold_file(ws: Workspace, path: Path) -> int:
 
 
 def _fold_into(con: Any, path: Path) -> int:
-    """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL)."""
+    """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL).
+
+    Returns how many send-log rows it inserted (rows already in the store are skipped).
+    """
     if _complete_lines(path) == 0:
         return 0
     log_cols = ", ".join(LOG_COLUMNS)
@@ -309,12 +312,13 @@ def _fold_into(con: Any, path: Path) -> int:
         [str(path)],
     )
     kinds = dict(con.execute("SELECT k, count(*) FROM j GROUP BY k").fetchall())
+    inserted = 0
     if kinds.get("log"):
-        con.execute(
+        (inserted,) = con.execute(
             f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
             "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
             "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
-        )
+        ).fetchone()
     if kinds.get("archive"):
         con.execute(
             f"INSERT INTO archive ({arch_cols}) SELECT {arch_cols} FROM j "  # noqa: S608
@@ -331,7 +335,7 @@ def _fold_into(con: Any, path: Path) -> int:
             "(SELECT (message_id, recipient) FROM j WHERE k = 'done')"
         )
     con.execute("DROP TABLE j")
-    return int(kinds.get("log", 0))
+    return int(inserted)
 
 
 # <batch id>[-<segment>]: a batch id ends in 8 hex digits, so a 1-6 digit tail is a segment.
@@ -346,7 +350,11 @@ def _write_order(path: Path) -> tuple[str, int]:
 
 
 def fold_orphans(ws: Workspace) -> int:
-    """Fold the journals of batches whose process is gone (killed, crashed)."""
+    """Fold the journals of batches whose process is gone (killed, crashed).
+
+    Returns how many send-log rows it inserted: a row already in the store (a
+    segment folded, then left on disk by a kill before its removal) does not count.
+    """
     folded = 0
     folder = journal_dir(ws)
     if not folder.exists():

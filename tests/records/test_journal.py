@@ -164,6 +164,25 @@ def test_a_torn_last_line_is_cut(ws: Workspace) -> None:
     assert segments(ws) == []
 
 
+def test_fold_orphans_counts_the_rows_it_inserted_not_those_already_folded(
+    ws: Workspace,
+) -> None:
+    j = Journal(ws, new_batch_id())
+    for s in range(1, 4):
+        log(j, f"k{s}")
+    first = j.path
+    copy = first.read_bytes()
+    j.fold_behind().result(timeout=30)  # rows 1-3 folded ...
+    first.write_bytes(copy)  # ... and their segment left on disk, as if killed before its unlink
+    for s in range(4, 6):
+        log(j, f"k{s}")
+    j.close(fold=False)  # as if killed: rows 4-5 only in the journal
+    assert fold_orphans(ws) == 2, "rows 1-3 were in the store already"
+    assert_once(ws, j.batch_id, 5)
+    assert segments(ws) == []
+    assert fold_orphans(ws) == 0
+
+
 def test_fold_orphans_beside_a_live_journal_breaks_neither(ws: Workspace) -> None:
     """``list_logs`` in another process (here: threads, flock is per open file) meanwhile."""
     j = Journal(ws, new_batch_id())
