@@ -10,6 +10,7 @@ sequence number).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -149,18 +150,27 @@ class Journal:
         self.path, self._fd = self._open_segment()
 
     def _open_segment(self) -> tuple[Path, int]:
-        """A new segment, locked before it is visible: ``fold_orphans`` never takes it."""
+        """A new segment, locked before it is visible: ``fold_orphans`` never takes it.
+
+        It is made as ``.new``, locked, then renamed. ``fold_orphans`` removes an
+        empty ``.new`` it can lock (a writer killed before the rename left it), so
+        it may take this one between its making and its lock: the lock waits for
+        it (it holds it an instant), and a segment it removed is made again.
+        """
         suffix = f"-{self._segment}" if self._segment else ""
         path = journal_dir(self.ws) / f"{self.batch_id}{suffix}.jsonl"
         making = path.with_suffix(".new")
-        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(making, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        return path, fd
+        while True:
+            fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_nlink:
+                    os.rename(making, path)
+                    return path, fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # removed by ``fold_orphans`` before we locked it: make it again
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -375,7 +385,35 @@ def fold_orphans(ws: Workspace) -> int:
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
+    for path in folder.glob("*.new"):
+        _remove_unborn(path)
     return folded
+
+
+def _remove_unborn(path: Path) -> None:
+    """Remove a segment its writer died making: created, not yet renamed, so empty.
+
+    Its writer locks it before the rename (``Journal._open_segment``), so one
+    whose lock is held is being renamed. One that locks here is a dead
+    writer's, or one whose writer made it a moment ago and waits for this lock:
+    that writer sees it removed and makes it again.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer is renaming it
+        st = os.fstat(fd)
+        # Removed (nlink 0) or renamed since we opened it, or holding rows: not an unborn one.
+        with contextlib.suppress(FileNotFoundError):
+            if st.st_nlink and st.st_size == 0 and os.path.samestat(st, os.stat(path)):
+                path.unlink()
+    finally:
+        os.close(fd)
 
 
 def delivered(ws: Workspace, keys: Iterable[str]) -> set[tuple[str, str]]:

@@ -7,6 +7,8 @@ is a real DuckDB file, the killed writer a real process.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -224,6 +227,49 @@ def test_fold_orphans_beside_a_live_journal_breaks_neither(ws: Workspace) -> Non
     assert_once(ws, j.batch_id, seq)
 
 
+def test_fold_orphans_leaves_a_new_segment_its_writer_holds(ws: Workspace) -> None:
+    """A ``.new`` segment locked by its writer (about to rename it) is not touched."""
+    journal_dir(ws).mkdir(exist_ok=True)
+    making = journal_dir(ws) / f"{new_batch_id()}-1.new"
+    fd = os.open(making, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert fold_orphans(ws) == 0
+        assert making.exists()
+    finally:
+        os.close(fd)
+
+
+def test_a_segment_taken_as_an_orphan_before_its_writer_locks_it_is_made_again(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fold_orphans`` coming between a segment's creation and its lock breaks nothing."""
+    real = fcntl.flock
+    came: list[int] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not came and os.readlink(f"/proc/self/fd/{fd}").endswith(".new"):
+            came.append(fd)
+            assert fold_orphans(ws) == 0  # it takes the writer's new segment for a dead one's
+        real(fd, op)
+
+    monkeypatch.setattr(
+        sendlog,
+        "fcntl",
+        SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB),
+    )
+    j = Journal(ws, new_batch_id())
+    assert came, "fold_orphans came in between"
+    log(j, "k1")
+    came.clear()  # again for the next segment
+    j.fold_behind()
+    assert came, "fold_orphans came in between"
+    log(j, "k2")
+    j.close()
+    assert_once(ws, j.batch_id, 2)
+    assert list(journal_dir(ws).iterdir()) == []
+
+
 # --- a writer killed with SIGKILL ------------------------------------------------------------
 
 WRITER = textwrap.dedent(
@@ -348,3 +394,32 @@ def test_orphan_segments_fold_in_the_order_they_were_written(ws: Workspace) -> N
     assert [s for _, s, _, _ in rows(ws)] == list(range(1, 37)), (
         "send_log ids follow the order rows were written (list_logs shows newest first)"
     )
+
+
+DIES_MAKING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from sysmail_ops.records import sendlog
+    from sysmail_ops.config.workspace import Workspace
+
+    def killed(src, dst):  # after the segment file is made and locked, before it is named
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    sendlog.os.rename = killed
+    sendlog.Journal(Workspace.open(sys.argv[1]), sys.argv[2])
+    """
+)
+
+
+def test_an_empty_segment_left_by_a_writer_killed_while_making_it_is_removed(
+    ws: Workspace,
+) -> None:
+    bid = new_batch_id()
+    proc = writer(ws, DIES_MAKING, bid)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    left = journal_dir(ws) / f"{bid}.new"
+    assert [p.name for p in journal_dir(ws).iterdir()] == [left.name]
+    assert left.stat().st_size == 0
+    assert fold_orphans(ws) == 0
+    assert list(journal_dir(ws).iterdir()) == [], "the empty segment is removed"
