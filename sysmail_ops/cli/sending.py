@@ -138,12 +138,8 @@ def _report(args: argparse.Namespace, result: sending.SendResult) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    attachments = []
-    for f in args.attach:
-        try:
-            attachments.append(Attachment.from_path(Path(f)))
-        except OSError as exc:
-            raise ValidationError(f"cannot read attachment {f}: {exc.strerror}") from None
+    # An unreadable file is a ValidationError from ``from_path`` (it never raises OSError).
+    attachments = [Attachment.from_path(Path(f)) for f in args.attach]
     result = sending.send(
         ws,
         args.account,

@@ -19,12 +19,7 @@ from tqdm import tqdm
 
 from sysmail_ops.config import accounts as accounts_mod
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import (
-    InsecureAuthError,
-    SMTPError,
-    SysmailError,
-    ValidationError,
-)
+from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
 from sysmail_ops.mail.mime import Composed
 from sysmail_ops.mail.pipelining import Pipeline
 from sysmail_ops.mail.smtp import Outcome, SMTPConnection
@@ -347,9 +342,7 @@ class BatchSender:
         for attempt in range(1, self.opt.max_attempts + 1):
             conn = SMTPConnection(self.account.server, password, timeout=self.opt.timeout)
             try:
-                conn.open()
-            except InsecureAuthError:
-                raise
+                conn.open()  # InsecureAuthError (not an SMTPError) goes up as it is
             except SMTPError as exc:
                 permanent = exc.step in ("tls", "auth") or (exc.code or 0) >= 500
                 if permanent:

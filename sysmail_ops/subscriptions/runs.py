@@ -102,7 +102,7 @@ def _claim_is_live(claimed_by: str, claimed_at: datetime, now: datetime) -> bool
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it runs, as another user
     return True
 
 

@@ -30,6 +30,22 @@ def greeting(ws: Workspace) -> templates.Template:
     )
 
 
+def test_send_with_an_unreadable_attachment_is_refused_on_one_line(
+    run, smtp_server: SMTPTestServer, service: object, greeting: object, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.pdf"
+    code, out, err = run(
+        "send", "service", "--template", "greeting", "--to", "eve@example.com",
+        "--field", "name=Eve", "--attach", str(missing),
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.strip().endswith(
+        f"cannot read attachment {str(missing)!r}: No such file or directory"
+    )
+    assert "\n" not in err.strip()
+    assert smtp_server.messages == []
+
+
 def test_send_then_logs_and_archive(
     run, smtp_server: SMTPTestServer, service: object, greeting: object, tmp_path: Path
 ) -> None:

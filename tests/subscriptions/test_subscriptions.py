@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -286,6 +287,17 @@ def test_a_claim_left_by_a_dead_scheduler_is_taken_over(
         )
     again = subscription_runs.run_now(ws, s.name, now=now)
     assert again.skipped and "being run" in again.skipped
+
+
+def test_a_claim_held_by_another_users_process_on_this_host_is_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def not_yours(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(subscription_runs, "os", SimpleNamespace(kill=not_yours))
+    now = utcnow()
+    assert subscription_runs._claim_is_live(f"{subscription_runs._HOST}:4242:cafe", now, now)
 
 
 @pytest.mark.slow
