@@ -68,7 +68,7 @@ def build_one(composer: Composer, d: Delivery) -> Built:
 
 # -- the worker process ------------------------------------------------------------------
 #
-# ``python -m sysmail_ops.sending.worker`` reads frames on stdin and answers each on stdout,
+# The worker process (``main``) reads frames on stdin and answers each on stdout,
 # in order: first the pickled Composer (answered b"ready"), then pieces (lists of
 # deliveries, answered ("ok", their Built results) or ("here", None): the sender builds
 # that piece itself, see ``_answer``). A frame is an 8-byte big-endian length
@@ -131,7 +131,7 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sysmail_ops.sending.worker"],
+            [sys.executable, "-c", WORKER_CODE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -300,10 +300,18 @@ class ComposePool:
         self.close()
 
 
-if __name__ == "__main__":
+WORKER_CODE = "from sysmail_ops.sending.worker import main; main()"
+
+
+def main() -> None:
+    """The worker process: ``python -c WORKER_CODE``.
+
+    Not ``python -m``: the ``sending`` package imports this module before runpy
+    would run it again as ``__main__`` (a RuntimeWarning on every start).
+    """
     # Ctrl-C reaches the whole process group: the sender decides, the worker ends with its input.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The frames get the real stdout; anything printed goes to stderr instead.
-    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    _serve(sys.stdin.buffer, frames)
+    with os.fdopen(os.dup(sys.stdout.fileno()), "wb") as frames:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        _serve(sys.stdin.buffer, frames)

@@ -1,6 +1,6 @@
 """The compose worker: messages built in a second process come back in order, as built here.
 
-Every test runs the real worker (``python -m sysmail_ops.sending.worker``) and
+Every test runs the real worker (``python -c WORKER_CODE``) and
 compares what it built with what ``build_one`` builds in this process: the
 message parsed back with ``email.policy.default``, or the error (same type,
 same message).
@@ -541,3 +541,15 @@ def test_send_deliveries_refuses_a_bad_delivery_alike_with_or_without_a_worker(
     assert type(caught.value) is type(in_process) and str(caught.value) == str(in_process)
     assert smtp_server.messages == []
     assert sendlog.list_logs(ws, limit=None).empty
+
+
+def test_the_worker_starts_and_ends_silently() -> None:
+    """Nothing on stderr: a long batch's worker would otherwise print a warning each time."""
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", worker_module.WORKER_CODE],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
