@@ -194,8 +194,6 @@ class SMTPConnection:
                 self._starttls(ctx)
             if a.needs_login and self._password:
                 self._login()
-        except SMTPError:
-            raise
         except smtplib.SMTPResponseException as exc:
             text = _reply(exc)
             raise self._fail("ehlo", f"{exc.smtp_code} {text}", exc.smtp_code, text) from None

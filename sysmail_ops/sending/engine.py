@@ -47,6 +47,16 @@ class SendOptions:
     # 1,000+ on a machine with a CPU to spare (``compose_pool.auto_workers``), 0: none.
     workers: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "per_connection", "chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"SendOptions.{name} must be a whole number >= 1: {value!r}")
+        if not self.timeout > 0 or not self.backoff >= 0:
+            raise ValidationError("SendOptions.timeout must be > 0 and backoff >= 0")
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 0):
+            raise ValidationError(f"SendOptions.workers must be None or >= 0: {self.workers!r}")
+
 
 @dataclass
 class SendResult:

@@ -461,3 +461,20 @@ def test_a_fault_mid_batch_touches_only_its_own_message(
     assert got == sorted(set(log[log.status == "sent"].recipient))
     assert len(got) == len(set(got)), "nobody got it twice"
     assert smtp_server.connections == (2 if fault in ("drop_on_data", "421_at_data") else 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"per_connection": 0},
+        {"chunk": -1},
+        {"max_attempts": 1.5},
+        {"timeout": 0},
+        {"backoff": -1},
+        {"workers": -1},
+    ],
+)
+def test_send_options_out_of_range_are_refused_up_front(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="SendOptions"):
+        SendOptions(**kwargs)  # type: ignore[arg-type]
