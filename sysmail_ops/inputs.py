@@ -6,21 +6,21 @@ import csv
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import ValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def read_records(source: Any) -> Iterator[dict[str, Any]]:
     """Records from a DataFrame, an iterable of mappings, or a CSV / JSONL / JSON file."""
-    if isinstance(source, pd.DataFrame):
-        cols = [str(c) for c in source.columns]
-        for row in source.itertuples(index=False, name=None):
-            yield {c: (None if _isna(v) else v) for c, v in zip(cols, row, strict=True)}
+    if _is_frame(source):
+        yield from _frame_records(source)
         return
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -47,8 +47,22 @@ def read_records(source: Any) -> Iterator[dict[str, Any]]:
         yield dict(rec)
 
 
-def _isna(v: Any) -> bool:
-    return (isinstance(v, float) and math.isnan(v)) or v is pd.NaT
+def _is_frame(source: Any) -> bool:
+    """Whether ``source`` is a DataFrame, without importing pandas: none exists before it is."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(source, pandas.DataFrame)
+
+
+def _frame_records(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    from pandas import NaT
+
+    cols = [str(c) for c in frame.columns]
+    for row in frame.itertuples(index=False, name=None):
+        yield {c: (None if _isna(v, NaT) else v) for c, v in zip(cols, row, strict=True)}
+
+
+def _isna(v: Any, nat: Any) -> bool:
+    return (isinstance(v, float) and math.isnan(v)) or v is nat
 
 
 def _json_object(item: Any, where: str) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib is imported when a chart is drawn (~0.4 s)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["STATUS_COLORS", "bar_chart", "png_bytes", "stacked_bars"]
 
@@ -23,6 +24,9 @@ _DEFAULT_COLORS = ["#1565c0", "#6a1b9a", "#00838f", "#ef6c00", "#558b2f", "#ad14
 
 
 def _figure(title: str, *, width: float = 6.4, height: float = 3.2) -> tuple[Figure, Axes]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -15,16 +15,16 @@ Times are naive UTC (as stored); days are UTC days.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from sysmail_ops.analytics import charts
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.records import sendlog
 from sysmail_ops.store.database import utcnow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas is imported by the functions that build frames (~0.3 s)
+    import pandas as pd
     from matplotlib.figure import Figure
 
     from sysmail_ops.config.workspace import Workspace
@@ -86,7 +86,7 @@ def _when(value: str | datetime | None, what: str) -> datetime | None:
 
 
 def _naive_utc(value: datetime) -> datetime:
-    return pd.Timestamp(value).tz_convert("UTC").tz_localize(None).to_pydatetime()
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def period(
@@ -149,6 +149,8 @@ def outcomes(log: pd.DataFrame) -> pd.DataFrame:
 
 def totals_by_status(log: pd.DataFrame) -> pd.DataFrame:
     """Deliveries per final status (every known status, zeros included) and their share."""
+    import pandas as pd
+
     counts = outcomes(log)["status"].value_counts()
     order = list(sendlog.STATUSES) + sorted(set(counts.index) - set(sendlog.STATUSES))
     out = pd.DataFrame({"status": order, "deliveries": [int(counts.get(s, 0)) for s in order]})
@@ -158,6 +160,8 @@ def totals_by_status(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rates(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    import pandas as pd
+
     tried = df[df["status"].isin(ATTEMPTED)]
     cols = [key, "attempted", *ATTEMPTED, "delivery_rate"]
     if tried.empty:
@@ -176,6 +180,8 @@ def rate_by_account(log: pd.DataFrame) -> pd.DataFrame:
 
 def rate_by_day(log: pd.DataFrame) -> pd.DataFrame:
     """Per UTC day (of the delivery's latest attempt): the same figures as ``rate_by_account``."""
+    import pandas as pd
+
     df = outcomes(log).copy()
     df["day"] = pd.to_datetime(df["queued_at"]).dt.date if not df.empty else []
     return _rates(df, "day")
@@ -188,6 +194,8 @@ def top_failures(log: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     ``status``, ``deliveries``, ``accounts``, ``example_recipient``,
     ``example_reply`` (the latest such delivery), ``last_seen``.
     """
+    import pandas as pd
+
     bad = outcomes(log)
     bad = bad[bad["status"].isin(["failed", "deferred"])]
     cols = ["smtp_code", "status", "deliveries", "accounts", "example_recipient"]
@@ -228,8 +236,6 @@ def delivery_chart(log: pd.DataFrame, *, title: str = "Deliveries per day") -> F
     Drawn on a bare ``Figure`` (Agg canvas, no pyplot state), so it works the
     same in a kernel, a script or a thread; pass it to ``reportkit.chart``.
     """
-    from sysmail_ops.analytics import charts
-
     daily = rate_by_day(log)
     labels = [f"{d:%d %b}" for d in daily["day"]] if not daily.empty else []
     series = {s: [int(v) for v in daily[s]] if not daily.empty else [] for s in ATTEMPTED}

@@ -17,13 +17,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.records import sendlog
 from sysmail_ops.store.database import utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # member statuses: pending (staged, outcome not yet known), quiet (skipped: surveyed
 # recently elsewhere), and the send log's own: sent, suppressed, failed, deferred.
@@ -58,7 +59,7 @@ def jsonable(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return None if math.isnan(value) else value
-    if isinstance(value, datetime | date | pd.Timestamp):
+    if isinstance(value, datetime | date):  # pandas' Timestamp is a datetime
         return value.isoformat()
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item):
@@ -155,6 +156,8 @@ def stage(
     so a send that fails before mailing can take them back (``unstage``).
     Written from a DataFrame: a row-by-row INSERT costs milliseconds a row.
     """
+    import pandas as pd
+
     rows = [(c, e, r, "pending", x) for c, e, r, x in plan] + [
         (c, e, r, "quiet", None) for c, e, r in quiet
     ]

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import pandas as pd
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import ValidationError
@@ -35,6 +33,9 @@ from sysmail_ops.sending.links import (
     verify_token,
 )
 from sysmail_ops.store.database import utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "SCORES",

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.records import archive, sendlog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,14 +57,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
+    """DataFrame rows as JSON-friendly dicts: lists for arrays, None for NA."""
+    import numpy as np
+    import pandas as pd
 
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray | list | tuple):
+            return [plain(v) for v in value]
+        return None if pd.isna(value) else value
 
-def _plain(value: Any) -> Any:
-    """DataFrame cells as JSON-friendly values: lists for arrays, None for NA."""
-    if isinstance(value, np.ndarray | list | tuple):
-        return [_plain(v) for v in value]
-    return None if pd.isna(value) else value
+    return [{str(k): plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def _date(value: str) -> datetime:
@@ -118,11 +120,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    df = sendlog.summary(ws)
+    rows = sendlog.summary_rows(ws)
     if args.json:
-        print_json(_records(df))
+        print_json([dict(zip(sendlog.SUMMARY_COLUMNS, r, strict=True)) for r in rows])
         return 0
-    print_table(df.itertuples(index=False), ["ACCOUNT", "STATUS", "LAST 24H", "LAST 7D"])
+    print_table(rows, ["ACCOUNT", "STATUS", "LAST 24H", "LAST 7D"])
     return 0
 
 

@@ -22,6 +22,8 @@ from sysmail_ops.records import sendlog
 from sysmail_ops.sending import batch as sending
 from sysmail_ops.sending import connection_test as conntest
 from sysmail_ops.sink.server import CaptureSink, ensure_certificate
+from sysmail_ops.subscriptions import model as subscriptions
+from sysmail_ops.subscriptions import runs as subscription_runs
 from sysmail_ops.templates import catalog as templates
 
 SINK_HOST = "127.0.0.1"
@@ -181,9 +183,6 @@ DEMO_SUBSCRIPTIONS: list[dict[str, Any]] = [
 
 def _report_subscriptions(ws: Workspace, out: Callable[[str], object]) -> None:
     """Subscribe both bundled reports, then run the next Monday-08:00 slot as cron would."""
-    from sysmail_ops.subscriptions import model as subscriptions
-    from sysmail_ops.subscriptions import runs as subscription_runs  # papermill loads only here
-
     for spec in DEMO_SUBSCRIPTIONS:
         try:
             subscriptions.get_subscription(ws, spec["name"])

@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
-
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.flows.rules import check_flow_type, check_label
@@ -205,6 +203,8 @@ _EVENT_COLUMNS = (
 
 def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -> None:
     """One row per event received, inserted together on the caller's transaction."""
+    import pandas as pd
+
     now = utcnow()
     rows = []
     for item, res in zip(intakes, results, strict=True):

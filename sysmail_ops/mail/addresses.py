@@ -5,8 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from email_validator import EmailNotValidError, validate_email
-
 from sysmail_ops.errors import ValidationError
 
 __all__ = ["check_address", "is_loopback"]
@@ -43,6 +41,8 @@ def check_address(address: str, what: str = "address") -> str:
         return f"{local}@{known}"
     if any(c in address for c in "\r\n"):
         raise ValidationError(f"{what} must not contain line breaks")
+    from email_validator import EmailNotValidError, validate_email  # ~25 ms to import
+
     try:
         normal: str = validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:

@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import lru_cache
 
-from email_validator import validate_email
-
 from sysmail_ops.errors import HeaderInjectionError, ValidationError
 from sysmail_ops.mail.addresses import check_address
 
@@ -288,6 +286,8 @@ def mailbox(header: str, item: Address) -> Mailbox:
     normal = check_address(addr.strip(), f"{header} address")
     local, _, domain = normal.rpartition("@")
     if not domain.isascii():
+        from email_validator import validate_email
+
         ascii_domain = validate_email(normal, check_deliverability=False).ascii_domain
         domain = ascii_domain or domain
     address = f"{local}@{domain}"

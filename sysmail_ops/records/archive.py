@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.records.sendlog import Journal, fold_orphans
 from sysmail_ops.store.database import utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def archive_id(message_id: str, direction: str, account: str) -> str:
@@ -114,6 +115,8 @@ def get_entry(ws: Workspace, aid: str) -> dict[str, Any]:
 
 def raw_message(ws: Workspace, aid: str) -> bytes:
     """The archived message as it was sent or received, byte for byte."""
+    import pandas as pd
+
     entry = get_entry(ws, aid)
     path = ws.home / entry["eml_path"]
     offset, length = entry.get("eml_offset"), entry.get("eml_length")

@@ -24,13 +24,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from sysmail_ops.mail.smtp import Outcome
 
 STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run", "suppressed")
@@ -481,6 +481,8 @@ def list_logs(
 
 
 def get_log(ws: Workspace, log_id: int) -> dict[str, Any]:
+    import pandas as pd
+
     with ws.store.connect() as con:
         df = con.execute("SELECT * FROM send_log WHERE id = ?", [log_id]).df()
     if df.empty:
@@ -488,18 +490,30 @@ def get_log(ws: Workspace, log_id: int) -> dict[str, Any]:
     return {str(k): (None if pd.isna(v) else v) for k, v in df.iloc[0].to_dict().items()}
 
 
+SUMMARY_COLUMNS = ("account", "status", "last_24h", "last_7d")
+
+
 def summary(ws: Workspace) -> pd.DataFrame:
     """Rows per account and status over the last 24 hours and 7 days."""
+    import pandas as pd
+
+    frame = pd.DataFrame(summary_rows(ws), columns=list(SUMMARY_COLUMNS))
+    return frame.astype({"last_24h": "int64", "last_7d": "int64"})
+
+
+def summary_rows(ws: Workspace) -> list[tuple[str, str, int, int]]:
+    """``summary`` as plain tuples (``SUMMARY_COLUMNS``), without pandas: the CLI's read."""
     fold_orphans(ws)
     now = utcnow()
     with ws.store.connect() as con:
-        return con.execute(
+        rows = con.execute(
             "SELECT account, status,"
             " count(*) FILTER (queued_at >= ?) AS last_24h,"
             " count(*) FILTER (queued_at >= ?) AS last_7d"
             " FROM send_log GROUP BY ALL HAVING last_7d > 0 ORDER BY account, status",
             [now - timedelta(days=1), now - timedelta(days=7)],
-        ).df()
+        ).fetchall()
+    return [(str(a), str(s), int(d), int(w)) for a, s, d, w in rows]
 
 
 def prune(ws: Workspace, before: datetime) -> int:

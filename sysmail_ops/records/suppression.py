@@ -17,15 +17,15 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
-from email_validator import EmailNotValidError, validate_email
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.mail.addresses import check_address
 from sysmail_ops.store.database import utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REASONS = ("unsubscribe", "manual", "bounce", "complaint")
 # The use cases that honour the list: mail a person may refuse.
@@ -50,6 +50,8 @@ def normalise(address: str, what: str = "address") -> str:
     normal = check_address(address.strip(), what)
     local, _, domain = normal.rpartition("@")
     if not domain.isascii():
+        from email_validator import EmailNotValidError, validate_email
+
         with contextlib.suppress(EmailNotValidError):  # check_address accepted it anyway
             domain = validate_email(normal, check_deliverability=False).ascii_domain or domain
     return f"{local}@{domain}".lower()

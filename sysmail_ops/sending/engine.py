@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from tqdm import tqdm
-
 from sysmail_ops.config import accounts as accounts_mod
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
@@ -209,6 +207,8 @@ class BatchSender:
         second process (``compose_pool``); a second thread would not help: the
         threads fight over the GIL and every server reply waits for it.
         """
+        from tqdm import tqdm
+
         pool, self._pool = self._pool, None
         if pool is None:
             pool = ComposePool(self.composer, 0 if built is not None else self._workers(total))

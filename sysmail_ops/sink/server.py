@@ -8,6 +8,7 @@ file plus one JSON line in ``index.jsonl``. Nothing is relayed anywhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -24,17 +25,14 @@ from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
-
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.addresses import is_loopback
+
+if TYPE_CHECKING:  # aiosmtpd and cryptography's x509 are imported when a sink starts
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
 
 INDEX_NAME = "index.jsonl"
 CERT_NAME = "sink-cert.pem"
@@ -49,6 +47,11 @@ def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:
     Self-signed for localhost, 127.0.0.1 and ::1, and marked as a CA so a client
     can pass the certificate itself as ``cafile``. Remade when unreadable or expiring.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     cert_path, key_path = cert_dir / CERT_NAME, cert_dir / KEY_NAME
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -179,48 +182,59 @@ class _Handler:
 
 def _accept_any(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
     """Any login and password will do; keep only the login."""
+    from aiosmtpd.smtp import AuthResult
+
     return AuthResult(success=True, auth_data=data.login.decode("utf-8", "replace"))
 
 
-class _Controller(Controller):
-    """aiosmtpd's Controller, fixed for port 0 and stopping with clients still connected."""
+@functools.cache
+def _controller_class() -> type[Controller]:
+    """aiosmtpd's Controller, fixed for port 0 and stopping with clients still connected.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+    Made on first use, so that importing this module does not import aiosmtpd.
+    """
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
 
-    def factory(self) -> SMTP:
-        smtp = super().factory()
-        self._sessions.add(smtp)
-        return smtp
+    class _Controller(Controller):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
-    def _run(self, ready_event: threading.Event) -> None:
-        try:
-            super()._run(ready_event)
-        finally:
-            ready_event.set()  # a failed bind would otherwise make start() wait ready_timeout
+        def factory(self) -> SMTP:
+            smtp = super().factory()
+            self._sessions.add(smtp)
+            return smtp
 
-    def _trigger_server(self) -> None:
-        if self._thread_exception is not None:
-            raise self._thread_exception
-        # aiosmtpd 1.4 probes self.port, which is still 0 when the OS picked the port.
-        if self.port == 0 and isinstance(self.server, asyncio.Server):
-            self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        def _run(self, ready_event: threading.Event) -> None:
+            try:
+                super()._run(ready_event)
+            finally:
+                ready_event.set()  # a failed bind would otherwise make start() wait ready_timeout
 
-    async def _drop_sessions(self) -> None:
-        for smtp in list(self._sessions):
-            if isinstance(smtp.transport, asyncio.WriteTransport):
-                smtp.transport.abort()
-        await asyncio.sleep(0.01)  # let connection_lost() run and close the sockets
+        def _trigger_server(self) -> None:
+            if self._thread_exception is not None:
+                raise self._thread_exception
+            # aiosmtpd 1.4 probes self.port, which is still 0 when the OS picked the port.
+            if self.port == 0 and isinstance(self.server, asyncio.Server):
+                self.port = self.server.sockets[0].getsockname()[1]
+            super()._trigger_server()
 
-    def stop(self, no_assert: bool = False) -> None:
-        # Without this, a connection still open at stop leaves an unclosed transport
-        # (a ResourceWarning at garbage collection, an error under pytest).
-        if self._thread is not None and self.loop.is_running():
-            done = asyncio.run_coroutine_threadsafe(self._drop_sessions(), self.loop)
-            done.result(timeout=5)
-        super().stop(no_assert)
+        async def _drop_sessions(self) -> None:
+            for smtp in list(self._sessions):
+                if isinstance(smtp.transport, asyncio.WriteTransport):
+                    smtp.transport.abort()
+            await asyncio.sleep(0.01)  # let connection_lost() run and close the sockets
+
+        def stop(self, no_assert: bool = False) -> None:
+            # Without this, a connection still open at stop leaves an unclosed transport
+            # (a ResourceWarning at garbage collection, an error under pytest).
+            if self._thread is not None and self.loop.is_running():
+                done = asyncio.run_coroutine_threadsafe(self._drop_sessions(), self.loop)
+                done.result(timeout=5)
+            super().stop(no_assert)
+
+    return _Controller
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -252,7 +266,7 @@ class CaptureSink:
         self.mailbox_dir, self.cert_dir = Path(mailbox_dir), Path(cert_dir)
         self.host, self.port = host, port
         self.ca_path = self.cert_dir / CERT_NAME
-        self._controller: _Controller | None = None
+        self._controller: Controller | None = None
 
     @property
     def running(self) -> bool:
@@ -271,7 +285,7 @@ class CaptureSink:
         tls.load_cert_chain(cert_path, key_path)
         # With port 0 asyncio would bind localhost's IPv4 and IPv6 to two different ports.
         bind = "127.0.0.1" if self.host == "localhost" and self.port == 0 else self.host
-        controller = _Controller(
+        controller = _controller_class()(
             _Handler(self.mailbox_dir),
             hostname=bind,
             port=self.port,

@@ -23,6 +23,7 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
+from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
 from sysmail_ops.templates import catalog as templates
 
@@ -146,10 +147,6 @@ def _check_recipients(
 
 
 def _validate(ws: Workspace, s: Subscription) -> Subscription:
-    from sysmail_ops.subscriptions import (
-        notebooks as reports,  # papermill and nbconvert load only when needed
-    )
-
     name = check_name(s.name)
     notebook = reports.resolve_notebook(s.notebook)
     params = _check_parameters(s.parameters, "parameters")

@@ -28,13 +28,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import ReportError
 from sysmail_ops.mail.mime import InlineImage
 from sysmail_ops.subscriptions.kit import MIME
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ReportOutput", "render_report"]
 
@@ -74,6 +75,8 @@ class ReportOutput:
 
 
 def _read_table(name: str, data: Any) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_json(io.StringIO(json.dumps(data)), orient="table")
     except (ValueError, KeyError, TypeError) as exc:

@@ -26,8 +26,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-import pandas as pd
 from markupsafe import Markup
 
 from sysmail_ops.config.workspace import Workspace
@@ -35,12 +33,19 @@ from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.mime import Attachment
 from sysmail_ops.sending import batch as sending
 from sysmail_ops.store.database import utcnow
+from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
-from sysmail_ops.subscriptions.model import Subscription, get_subscription, list_subscriptions
+from sysmail_ops.subscriptions.model import (
+    Subscription,
+    canonical,
+    get_subscription,
+    list_subscriptions,
+)
+from sysmail_ops.subscriptions.notebooks import ReportOutput, ReportRun
 from sysmail_ops.templates.catalog import html_to_text
 
 if TYPE_CHECKING:
-    from sysmail_ops.subscriptions.notebooks import ReportOutput, ReportRun
+    import pandas as pd
 
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped_empty")
 FOREIGN_CLAIM_LEASE = timedelta(hours=12)  # a claim from another host is stale after this
@@ -108,6 +113,8 @@ def _claim_is_live(claimed_by: str, claimed_at: datetime, now: datetime) -> bool
 
 def _claim(ws: Workspace, name: str, slot: datetime, me: str, *, rerun: bool) -> str | None:
     """Take the slot for this process. Returns None, or why it cannot be taken."""
+    import duckdb
+
     now = utcnow()
     try:
         with ws.store.transaction() as con:
@@ -230,10 +237,6 @@ def run_slot(
         g.output_path = str(_run_dir(ws, s, slot, n, key))
         result.groups.append(g)
         _record_start(ws, s, slot, g, trigger)
-    from sysmail_ops.subscriptions import (
-        notebooks as reports,  # papermill loads only when a report runs
-    )
-
     with ThreadPoolExecutor(max_workers=min(workers, len(sets)) or 1) as pool:
         futures: list[Future[ReportRun]] = [
             pool.submit(  # execute_report closes the event loop papermill opens in the thread
@@ -408,8 +411,6 @@ def _notify_owner(
 def _record_start(
     ws: Workspace, s: Subscription, slot: datetime, g: GroupResult, trigger: str
 ) -> None:
-    from sysmail_ops.subscriptions.model import canonical
-
     with ws.store.transaction() as con:
         con.execute(
             "INSERT INTO subscription_runs (id, subscription, slot, parameters, status,"
@@ -447,8 +448,6 @@ def list_runs(ws: Workspace, name: str | None = None, *, limit: int = 50) -> pd.
 
 
 def _run_once(ws: Workspace, s: Subscription, params: dict[str, Any], kind: str) -> ReportRun:
-    from sysmail_ops.subscriptions import notebooks as reports
-
     folder = ws.runs_dir / s.name / f"{kind}-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = reports.execute_report(s.notebook, folder, params, home=ws.home, timeout=s.timeout)
     if not run.ok or run.output is None:

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from sysmail_ops.errors import ValidationError
 
 
@@ -38,6 +36,8 @@ def check_timezone(name: str) -> ZoneInfo:
 
 def check_cron(expr: str) -> str:
     """A five-field cron expression (``30 8 * * mon``), normalised to single spaces."""
+    from croniter import CroniterBadDateError, croniter
+
     if not isinstance(expr, str) or not expr.strip():
         raise ValidationError("schedule is empty: give a cron expression such as '0 8 * * mon'")
     norm = " ".join(expr.split())
@@ -81,6 +81,8 @@ def _local(utc: datetime, tz: ZoneInfo) -> datetime:
 
 def slots_after(expr: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
     """Slots strictly after naive-UTC ``after``, in order, as naive UTC."""
+    from croniter import croniter
+
     # Start three hours early in local time so a slot moved forward out of a gap is not lost.
     it = croniter(expr, _local(after, tz) - timedelta(hours=3))
     last: datetime | None = None
@@ -93,6 +95,8 @@ def slots_after(expr: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
 
 def latest_slot(expr: str, tz: ZoneInfo, now: datetime) -> datetime:
     """The most recent slot at or before naive-UTC ``now``."""
+    from croniter import croniter
+
     # Start three hours late in local time: a slot moved forward out of a gap may still be due.
     it = croniter(expr, _local(now, tz) + timedelta(hours=3))
     while True:

@@ -378,6 +378,7 @@ def test_log_summary_and_prune(
     assert summary.to_dict("records") == [
         {"account": "service", "status": "sent", "last_24h": 1, "last_7d": 1}
     ]
+    assert sendlog.summary_rows(ws) == [("service", "sent", 1, 1)]  # the CLI's, no pandas
     assert sendlog.prune(ws, utcnow() + deferred.LIFETIME) == 1
     assert log_rows(ws).empty
     assert archive.prune(ws, utcnow() + deferred.LIFETIME) == 1
