@@ -1,6 +1,6 @@
 """The demo CRM's sales pipeline: what ``reports/sales_pipeline.ipynb`` reports on.
 
-The data is a small CSV of opportunities shipped in the repository
+The data is a small CSV of opportunities shipped with the reports
 (``reports/data/opportunities.csv``, made once by ``reports/data/make_crm.py``),
 standing in for a CRM export. A real deployment points the report's ``data``
 parameter at its own export with the same columns.
@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.subscriptions.notebooks import bundled_reports_dir
 
 __all__ = ["OPEN_STAGES", "REGIONS", "STAGES", "by_owner", "by_stage", "load_opportunities"]
 
@@ -24,8 +25,8 @@ COLUMNS += ["amount_eur", "probability", "created_on", "expected_close"]
 
 
 def demo_data_path() -> Path:
-    """The bundled demo export (in the repository's ``reports/data``)."""
-    return Path(__file__).resolve().parents[2] / "reports" / "data" / "opportunities.csv"
+    """The bundled demo export (``reports/data``, package data beside the bundled reports)."""
+    return bundled_reports_dir() / "data" / "opportunities.csv"
 
 
 def load_opportunities(

@@ -1,12 +1,13 @@
 """Report notebooks: find them, read their parameters, run them with papermill, render them.
 
 A report is a notebook with a cell tagged ``parameters`` (``reports/`` holds
-the bundled ones). ``execute_report`` runs one on a real kernel of this
-Python environment, with the workspace passed in as ``home``, keeps the
-executed notebook in the run folder and never raises for a failing notebook:
-it returns a ``ReportRun`` saying what failed, where. A successful run is
-rendered for mail (``report_render.render_report``): compact HTML with its
-charts as ``cid:`` images, the tables and summary ``reportkit`` declared.
+the bundled ones, package data: ``bundled_reports_dir``). ``execute_report``
+runs one on a real kernel of this Python environment, with the workspace passed
+in as ``home``, keeps the executed notebook in the run folder and never raises
+for a failing notebook: it returns a ``ReportRun`` saying what failed, where. A
+successful run is rendered for mail (``report_render.render_report``): compact
+HTML with its charts as ``cid:`` images, the tables and summary ``reportkit``
+declared.
 
 papermill, nbformat and nbconvert are imported inside the functions, so
 importing this module (as the subscription code does) stays cheap.
@@ -27,10 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sysmail_ops.errors import ValidationError
+from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.subscriptions.render import ReportOutput, render_report
 
 __all__ = [
@@ -51,11 +53,23 @@ DEFAULT_KERNEL = "python3"
 OUTPUT_NAME = "report.ipynb"
 SOURCE_EXCERPT = 300  # characters of the failing cell's source kept in a ReportRun
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's banner cells around an error
+REPORTS_PACKAGE = "sysmail_ops.subscriptions.reports"  # the bundled reports (reports/)
 
 
 def bundled_reports_dir() -> Path:
-    """The repository's ``reports/`` folder (the report notebooks that ship with sysmail-ops)."""
-    return Path(__file__).resolve().parents[2] / "reports"
+    """The folder of the report notebooks that ship with sysmail-ops (and their ``data/``).
+
+    They are the package data of ``sysmail_ops.subscriptions.reports``: in a checkout
+    (``pip install -e .``) that package is the repository's ``reports/`` folder, in an
+    installed wheel the copy inside ``sysmail_ops`` (pyproject.toml maps one onto the other).
+    """
+    try:
+        folder = resources.files(REPORTS_PACKAGE)
+    except ModuleNotFoundError:  # an editable install made before reports/ became a package
+        raise SysmailError(
+            f"{REPORTS_PACKAGE} is not installed: reinstall sysmail-ops (make setup)"
+        ) from None
+    return Path(str(folder))  # a folder on disk: wheels install unzipped
 
 
 def list_reports() -> list[Path]:
