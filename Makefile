@@ -8,7 +8,7 @@ DEMO_HOME ?= $(CURDIR)/.demo
 
 $(BIN)/sysmail-ops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=69' wheel
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
