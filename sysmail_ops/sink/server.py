@@ -7,7 +7,6 @@ file plus one JSON line in ``index.jsonl``. Nothing is relayed anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import json
@@ -191,8 +190,10 @@ def _accept_any(server: Any, session: Any, envelope: Any, mechanism: str, data: 
 def _controller_class() -> type[Controller]:
     """aiosmtpd's Controller, fixed for port 0 and stopping with clients still connected.
 
-    Made on first use, so that importing this module does not import aiosmtpd.
+    Made on first use, so that importing this module does not import aiosmtpd (or asyncio).
     """
+    import asyncio
+
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import SMTP
 

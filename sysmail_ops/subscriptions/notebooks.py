@@ -15,7 +15,6 @@ importing this module (as the subscription code does) stays cheap.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -330,6 +329,8 @@ def _ipc_sockets() -> Iterator[Any]:
 @contextmanager
 def _thread_loop() -> Iterator[None]:
     """In a worker thread, close the event loop papermill makes there (else its sockets leak)."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -26,8 +26,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from markupsafe import Markup
-
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.mime import Attachment
@@ -264,6 +262,8 @@ def report_record(
     s: Subscription, slot: datetime, output: ReportOutput, recipient: str, *, html_body: bool
 ) -> dict[str, Any]:
     """The fields a ``report`` template gets."""
+    from markupsafe import Markup
+
     tz = schedule.check_timezone(s.timezone)
     return {
         "subscription": s.name,

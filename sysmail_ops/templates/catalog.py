@@ -29,20 +29,15 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2 import nodes
-from jinja2.sandbox import SecurityError
-
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name
 from sysmail_ops.store.references import users_of
 from sysmail_ops.templates.render import (
     BAD_SUBJECT,
-    HTML_ENV,
-    TEXT_ENV,
     analyse,
     derive_text,
+    environments,
     fields_used,
     inline_once,
     inline_rendered,
@@ -50,8 +45,10 @@ from sysmail_ops.templates.render import (
 )
 from sysmail_ops.templates.render import html_to_text as html_to_text  # public API, re-exported
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Jinja2 loads with the first template (render.environments)
     import duckdb
+    import jinja2
+    from jinja2 import nodes
 
     from sysmail_ops.config.workspace import Workspace
 
@@ -220,23 +217,26 @@ class CompiledTemplate:
     __slots__ = ("_html", "_inline_after", "_subject", "_text", "fields_used", "name", "version")
 
     def __init__(self, t: Template):
+        import jinja2
+
         self.name = t.name
         self.version = t.version
         self._inline_after = t.html_inlined is None
+        envs = environments()
         try:
             asts = {
-                "subject": TEXT_ENV.parse(t.subject),
-                "html": HTML_ENV.parse(t.html if t.html_inlined is None else t.html_inlined),
-                "text": TEXT_ENV.parse(t.text),
+                "subject": envs.text.parse(t.subject),
+                "html": envs.html.parse(t.html if t.html_inlined is None else t.html_inlined),
+                "text": envs.text.parse(t.text),
             }
-            self._subject = TEXT_ENV.from_string(asts["subject"])
-            self._html = HTML_ENV.from_string(asts["html"])
-            self._text = TEXT_ENV.from_string(asts["text"])
+            self._subject = envs.text.from_string(asts["subject"])
+            self._html = envs.html.from_string(asts["html"])
+            self._text = envs.text.from_string(asts["text"])
             for part in (self._subject, self._html, self._text):
                 # A template's globals are a ChainMap over its environment's, which
                 # Jinja copies key by key (in Python) into each render's context: a
-                # third of a render. The environments are fixed at import, so a flat
-                # copy is the same mapping and copies in C.
+                # third of a render. The environments never change once made, so a
+                # flat copy is the same mapping and copies in C.
                 part.globals = dict(part.globals)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{self}: line {exc.lineno}: {one_line(str(exc))}") from None
@@ -263,19 +263,22 @@ class CompiledTemplate:
     def _run(self, part: str, template: jinja2.Template, record: Mapping[str, Any]) -> str:
         try:
             return template.render(record)
-        except SecurityError as exc:
-            raise TemplateError(f"{self} {part}: refused by the sandbox: {exc}") from None
-        except jinja2.UndefinedError as exc:
+        except Exception as exc:
+            raise self._error(part, exc) from None
+
+    def _error(self, part: str, exc: Exception) -> TemplateError:
+        """What a failed render of ``part`` tells the user."""
+        import jinja2
+        from jinja2.sandbox import SecurityError
+
+        if isinstance(exc, SecurityError):
+            return TemplateError(f"{self} {part}: refused by the sandbox: {exc}")
+        if isinstance(exc, jinja2.UndefinedError):
             m = re.fullmatch(r"'(\w+)' is undefined", str(exc))
             if m:
-                raise TemplateError(
-                    f"{self} {part}: field `{m[1]}` is missing from the record"
-                ) from None
-            raise TemplateError(f"{self} {part}: {one_line(str(exc))}") from None
-        except Exception as exc:
-            raise TemplateError(
-                f"{self} {part}: {type(exc).__name__}: {one_line(str(exc))}"
-            ) from None
+                return TemplateError(f"{self} {part}: field `{m[1]}` is missing from the record")
+            return TemplateError(f"{self} {part}: {one_line(str(exc))}")
+        return TemplateError(f"{self} {part}: {type(exc).__name__}: {one_line(str(exc))}")
 
 
 @lru_cache(maxsize=256)

@@ -9,57 +9,87 @@ from the HTML (``html2text``, far too slow to run per message).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from secrets import token_hex
-from typing import Any
-
-import css_inline
-import html2text
-import jinja2
-from jinja2 import meta, nodes
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import TemplateError
+
+if TYPE_CHECKING:  # Jinja2, css_inline and html2text load with the first template (~20 ms)
+    import css_inline
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_REPEAT = 1_000_000  # longest string or list a template may build with ``*``
 
 # --- environments -------------------------------------------------------------------------
 
 
-class Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus a cap on ``*`` and ``**`` so a template cannot eat memory."""
+@dataclass(frozen=True)
+class Environments:
+    """The sandboxed environments: made once, on first use (``environments()``)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    html: ImmutableSandboxedEnvironment  # autoescaped
+    text: ImmutableSandboxedEnvironment  # subject and text bodies
+    lenient: ImmutableSandboxedEnvironment  # trial renders only
+    globals: frozenset[str]  # names every template has (range, dict, ...): not record fields
 
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > 1000:
-                raise SecurityError("exponent too large for a template")
-        else:
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_REPEAT
-                ):
-                    raise SecurityError("'*' would build a value too large for a template")
-        return super().call_binop(context, operator, left, right)
+    def of(self, part: str) -> ImmutableSandboxedEnvironment:
+        return self.html if part == "html" else self.text
 
 
-def make_env(*, autoescape: bool, undefined: type[jinja2.Undefined]) -> Sandbox:
-    # Block tags on their own line leave no blank line behind (matters in text bodies).
-    return Sandbox(autoescape=autoescape, undefined=undefined, trim_blocks=True, lstrip_blocks=True)
+@functools.cache
+def environments() -> Environments:
+    import jinja2
+    from jinja2.runtime import Context
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """The immutable sandbox, plus a cap on ``*`` and ``**`` so a template cannot eat
+        memory."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                if isinstance(right, int | float) and abs(right) > 1000:
+                    raise SecurityError("exponent too large for a template")
+            else:
+                for seq, times in ((left, right), (right, left)):
+                    if (
+                        isinstance(seq, str | list | tuple)
+                        and isinstance(times, int)
+                        and len(seq) * times > MAX_REPEAT
+                    ):
+                        raise SecurityError("'*' would build a value too large for a template")
+            return super().call_binop(context, operator, left, right)
+
+    def make_env(*, autoescape: bool, undefined: type[jinja2.Undefined]) -> Sandbox:
+        # Block tags on their own line leave no blank line behind (matters in text bodies).
+        return Sandbox(
+            autoescape=autoescape, undefined=undefined, trim_blocks=True, lstrip_blocks=True
+        )
+
+    text = make_env(autoescape=False, undefined=jinja2.StrictUndefined)
+    return Environments(
+        html=make_env(autoescape=True, undefined=jinja2.StrictUndefined),
+        text=text,
+        lenient=make_env(autoescape=False, undefined=jinja2.ChainableUndefined),
+        globals=frozenset(text.globals),
+    )
 
 
-HTML_ENV = make_env(autoescape=True, undefined=jinja2.StrictUndefined)
-TEXT_ENV = make_env(autoescape=False, undefined=jinja2.StrictUndefined)
-ENVS = {"subject": TEXT_ENV, "html": HTML_ENV, "text": TEXT_ENV}
-LENIENT_ENV = make_env(autoescape=False, undefined=jinja2.ChainableUndefined)  # trial renders only
-GLOBALS = frozenset(TEXT_ENV.globals)
-INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+@functools.cache
+def _inliner() -> css_inline.CSSInliner:
+    import css_inline
+
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
 STYLE_TAG = re.compile(r"<style[\s>]", re.IGNORECASE)
 BAD_SUBJECT = re.compile(r"[\r\n\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
@@ -72,7 +102,10 @@ def one_line(message: str) -> str:
 
 def analyse(part: str, source: str) -> tuple[nodes.Template | None, list[str]]:
     """Parse and compile one part: (AST, problems with part and line)."""
-    env = ENVS[part]
+    import jinja2
+    from jinja2 import nodes
+
+    env = environments().of(part)
     try:
         ast = env.parse(source)
         env.compile(ast)  # unknown filters and tests are reported here
@@ -96,10 +129,12 @@ def analyse(part: str, source: str) -> tuple[nodes.Template | None, list[str]]:
 
 def fields_used(asts: Iterable[nodes.Template]) -> set[str]:
     """Record fields the parts read: loop and ``set`` variables and globals excluded."""
+    from jinja2 import meta
+
     used: set[str] = set()
     for ast in asts:
         used |= meta.find_undeclared_variables(ast)
-    return used - GLOBALS
+    return used - environments().globals
 
 
 def _tokens(source: str) -> list[tuple[bool, str]]:
@@ -222,7 +257,7 @@ def inline_once(html: str) -> str | None:
     if ("inside-tag",) in before:
         return None
     try:
-        inlined = INLINER.inline(p.marked)
+        inlined = _inliner().inline(p.marked)
     except ValueError:
         return None
     if _Shape.of(inlined, p.pattern) != before:
@@ -234,7 +269,7 @@ def inline_rendered(html: str) -> str:
     if not STYLE_TAG.search(html):
         return html
     try:
-        return INLINER.inline(html)
+        return _inliner().inline(html)
     except ValueError as exc:
         raise TemplateError(f"CSS inlining failed: {one_line(str(exc))}") from None
 
@@ -245,6 +280,8 @@ def html_to_text(html: str) -> str:
     html2text is slow (a few milliseconds a body), so this runs once per saved
     version, never per message.
     """
+    import html2text
+
     p = _Protected(html)
     h = html2text.HTML2Text()
     h.body_width = 0  # no wrapping: it could split a line inside a token
@@ -257,7 +294,7 @@ def html_to_text(html: str) -> str:
 
 def lenient_render_error(source: str) -> str | None:
     try:
-        LENIENT_ENV.from_string(source).render()
+        environments().lenient.from_string(source).render()
     except Exception as exc:  # any failure is the answer
         return one_line(f"{type(exc).__name__}: {exc}")
     return None

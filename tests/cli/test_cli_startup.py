@@ -18,12 +18,15 @@ import pytest
 
 from sysmail_ops.config.workspace import Workspace
 
-# Third-party packages that cost tens to thousands of milliseconds to import.
+# Packages that cost from ten to thousands of milliseconds to import.
 HEAVY = {
     "aiosmtpd",
+    "asyncio",
     "croniter",
     "duckdb",
+    "email_validator",
     "IPython",
+    "jinja2",
     "jupyter_core",
     "matplotlib",
     "nbclient",
