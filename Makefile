@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/bench_send.py
 	$(BIN)/python bench/bench_subscriptions.py
+	$(BIN)/python bench/bench_cli.py
 
 ## system-deps: the Debian packages the tests need (run as root)
 system-deps:
