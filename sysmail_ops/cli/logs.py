@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.records import archive, sendlog
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,19 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     apr.set_defaults(handler=cmd_archive_prune)
 
 
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as JSON-friendly dicts: lists for arrays, None for NA."""
-    import numpy as np
-    import pandas as pd
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.ndarray | list | tuple):
-            return [plain(v) for v in value]
-        return None if pd.isna(value) else value
-
-    return [{str(k): plain(v) for k, v in r.items()} for r in df.to_dict("records")]
-
-
 def _date(value: str) -> datetime:
     try:
         return datetime.fromisoformat(value).replace(tzinfo=None)
@@ -87,7 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     if args.json:
-        print_json(_records(df))
+        print_json(frame_rows(df))
         return 0
     rows = [
         [
@@ -100,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["attempt"],
             (r["subject"] or "")[:40],
         ]
-        for r in _records(df)
+        for r in frame_rows(df)
     ]
     print_table(
         rows, ["ID", "QUEUED (UTC)", "ACCOUNT", "RECIPIENT", "STATUS", "CODE", "TRY", "SUBJECT"]
@@ -139,7 +126,7 @@ def cmd_archive_list(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     df = archive.list_archive(ws, account=args.account, related=args.object, limit=args.limit)
     if args.json:
-        print_json(_records(df))
+        print_json(frame_rows(df))
         return 0
     rows = [
         [
@@ -151,7 +138,7 @@ def cmd_archive_list(args: argparse.Namespace) -> int:
             (r["subject"] or "")[:40],
             f"{r['related_type']}:{r['related_id']}" if r["related_type"] else "",
         ]
-        for r in _records(df)
+        for r in frame_rows(df)
     ]
     print_table(rows, ["ID", "DATE (UTC)", "DIR", "ACCOUNT", "TO", "SUBJECT", "OBJECT"])
     return 0

@@ -6,7 +6,10 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _default(obj: Any) -> Any:
@@ -44,3 +47,16 @@ def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
 
 def warn(message: str) -> None:
     print(f"hint: {message}", file=sys.stderr)
+
+
+def frame_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-friendly dicts: lists for arrays, None for NA."""
+    import numpy as np
+    import pandas as pd
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray | list | tuple):
+            return [plain(v) for v in value]
+        return None if pd.isna(value) else value
+
+    return [{str(k): plain(v) for k, v in r.items()} for r in df.to_dict("records")]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.logs import _records
-from sysmail_ops.cli.output import print_json, print_table
+from sysmail_ops.cli.output import frame_rows, print_json, print_table
 from sysmail_ops.records import suppression
 
 
@@ -53,11 +52,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     df = suppression.list_suppressed(ws, reason=args.reason)
     if args.json:
-        print_json(_records(df))
+        print_json(frame_rows(df))
         return 0
     rows = [
         [r["address"], r["reason"], r["source"], r["created_at"].strftime("%Y-%m-%d %H:%M")]
-        for r in _records(df)
+        for r in frame_rows(df)
     ]
     print_table(rows, ["ADDRESS", "REASON", "SOURCE", "SINCE (UTC)"])
     print(f"{len(rows)} suppressed address(es)")

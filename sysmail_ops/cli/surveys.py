@@ -10,8 +10,7 @@ from dataclasses import asdict
 from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import campaigns as campaigns_cli
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.logs import _records
-from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
+from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table, warn
 from sysmail_ops.config import settings
 from sysmail_ops.web import server as web
 
@@ -70,7 +69,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     df = surveys.responses(ws, args.campaign)
     if args.json:
-        print_json(_records(df))
+        print_json(frame_rows(df))
         return 0
     rows = [
         [
@@ -81,7 +80,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
             r["answered_at"].strftime("%Y-%m-%d %H:%M"),
             (r["comment"] or "").replace("\n", " ")[:40],
         ]
-        for r in _records(df)
+        for r in frame_rows(df)
     ]
     print_table(rows, ["CONTACT", "EMAIL", "SCORE", "TIMES", "ANSWERED (UTC)", "COMMENT"])
     return 0
