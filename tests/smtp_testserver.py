@@ -11,6 +11,11 @@ set on it, all cleared by ``reset()``:
     server.reject_rcpt = {"nobody@example.com": "550 5.1.1 no such user"}
     server.drop_on_data = 1                  # hang up after the 1st message's data, no reply
     server.auth_required = False             # accept MAIL without AUTH (a relay with no login)
+    server.echo_auth = True                  # refuse AUTH with a 535 that echoes the credentials
+    server.echo_auth_on_data = True          # after a good AUTH, refuse DATA echoing them (554)
+
+An echo carries the password in clear and in its base64 AUTH forms (PLAIN's
+``\0login\0password``, LOGIN's password alone and login alone), as a careless server might.
 
 Only GOOD_LOGIN / GOOD_PASSWORD authenticate; anything else gets 535. Passwords are
 never recorded, only the login of each attempt.
@@ -19,6 +24,7 @@ never recorded, only the login of each attempt.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import smtplib
 import socket
@@ -75,6 +81,28 @@ def closed_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def echoed_credentials(login: bytes, password: bytes) -> str:
+    """What a careless server echoes: the password in clear and in its base64 AUTH forms."""
+    forms = [b"\0" + login + b"\0" + password, password, login]
+    encoded = " ".join(base64.b64encode(f).decode("ascii") for f in forms)
+    return f"{password.decode('utf-8', 'replace')} {encoded}"
+
+
+def credential_forms(login: str, password: str) -> list[str]:
+    """The password in clear and every base64 form an AUTH exchange puts it (or the login) in."""
+    lg, pw = login.encode(), password.encode()
+    forms = [b"\0" + lg + b"\0" + pw, pw, lg, lg + b"\0" + lg + b"\0" + pw]
+    return [password, *(base64.b64encode(f).decode("ascii") for f in forms)]
+
+
+def assert_no_credentials(
+    text: str, login: str = GOOD_LOGIN, password: str = GOOD_PASSWORD
+) -> None:
+    """No form of the test server's credentials (padded or not) is in ``text``."""
+    for form in credential_forms(login, password):
+        assert form.rstrip("=") not in text, f"{form!r} leaked in {text!r}"
+
+
 class _SMTP(SMTP):
     async def _handle_client(self) -> None:
         # aiosmtpd has no hook before its 220 greeting; this is the only way to refuse.
@@ -123,6 +151,8 @@ class _Handler:
             await asyncio.sleep(60)  # connection_lost() cancels this: no reply is ever sent
         if owner._take("fail_data_times"):
             return owner.fail_data_reply
+        if owner.echo_auth_on_data and getattr(session, "echoed_credentials", None):
+            return f"554 5.7.1 refused for {session.echoed_credentials}"
         raw = envelope.original_content
         owner._record(
             ReceivedMessage(
@@ -143,6 +173,11 @@ class _Handler:
         login = data.login.decode("utf-8", "replace")
         ok = login == GOOD_LOGIN and data.password == GOOD_PASSWORD.encode()
         self.owner._record(AuthAttempt(login, mechanism, ok))
+        if self.owner.echo_auth:
+            echo = echoed_credentials(data.login, data.password)
+            return AuthResult(success=False, handled=False, message=f"535 5.7.8 bad {echo}")
+        if ok and self.owner.echo_auth_on_data:
+            session.echoed_credentials = echoed_credentials(data.login, data.password)
         # handled defaults to True, which would mean "reply already sent": the client hangs.
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
@@ -204,6 +239,8 @@ class SMTPTestServer:
             self.reject_rcpt: dict[str, str] = {}
             self.drop_on_data = 0
             self.auth_required = True
+            self.echo_auth = False
+            self.echo_auth_on_data = False
             self._messages: list[ReceivedMessage] = []
             self._auth_attempts: list[AuthAttempt] = []
             self._connections = 0

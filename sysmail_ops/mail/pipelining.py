@@ -149,7 +149,7 @@ class Pipeline:
             code = int(line[:3])
         except ValueError:
             code = -1
-        return code, b"\n".join(lines)
+        return code, self.conn.mask_reply(b"\n".join(lines))
 
     def _rset(self) -> None:
         assert self.conn.smtp is not None

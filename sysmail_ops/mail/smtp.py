@@ -8,10 +8,14 @@ unencrypted connection to a non-local host unless the account opts in.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import smtplib
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from types import TracebackType
@@ -19,7 +23,7 @@ from typing import Any
 
 from sysmail_ops.errors import InsecureAuthError, SMTPError
 from sysmail_ops.mail.addresses import is_loopback
-from sysmail_ops.mail.credentials import Secret
+from sysmail_ops.mail.credentials import MASK, Secret
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -50,6 +54,77 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     if ca_bundle:
         ctx.load_verify_locations(cafile=ca_bundle)
     return ctx
+
+
+_MASK = MASK.encode("ascii")
+
+
+def secret_masker(login: str, password: str) -> Callable[[bytes], bytes]:
+    """A function that hides ``password`` in a server reply: in clear and in base64.
+
+    A server may echo what AUTH sent: PLAIN's ``base64(\\0login\\0password)``,
+    LOGIN's ``base64(password)`` and ``base64(login)``, or the password itself.
+    Those forms are replaced by the mask, and so is any other base64 run that
+    decodes to something holding the password (another authzid, no padding,
+    glued to other letters).
+    """
+    pw = password.encode("utf-8", "surrogateescape")
+    if not pw:
+        return lambda reply: reply
+    lg = login.encode("utf-8", "surrogateescape")
+    encoded = [
+        base64.b64encode(form)
+        for form in (b"\0" + lg + b"\0" + pw, lg + b"\0" + lg + b"\0" + pw, pw, lg)
+        if form
+    ]
+    # Padded first, so that no bare "==" is left behind; the longest first.
+    forms = sorted({*encoded, *(e.rstrip(b"=") for e in encoded)}, key=len, reverse=True)
+    shortest = len(base64.b64encode(pw).rstrip(b"="))  # no shorter base64 run can hold it
+    runs = re.compile(rb"[A-Za-z0-9+/]{%d,}" % shortest)
+
+    def hide_run(m: re.Match[bytes]) -> bytes:
+        run = m.group(0)
+        for start in range(4):  # the run may be glued to letters that are not part of it
+            chunk = run[start:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            try:
+                if pw in base64.b64decode(chunk, validate=True):
+                    return _MASK
+            except (binascii.Error, ValueError):
+                continue
+        return run
+
+    def mask(reply: bytes) -> bytes:
+        for form in forms:
+            reply = reply.replace(form, _MASK)
+        return runs.sub(hide_run, reply.replace(pw, _MASK))
+
+    return mask
+
+
+def mask_secret(reply: bytes, login: str, password: str) -> bytes:
+    """``reply`` with every clear or base64 form of ``password`` masked (see ``secret_masker``)."""
+    return secret_masker(login, password)(reply)
+
+
+class _MaskingSMTP(smtplib.SMTP):
+    """smtplib's client, whose every reply passes ``mask`` once AUTH has begun.
+
+    Replies are where a server's words enter: the greeting, EHLO, AUTH, MAIL,
+    RCPT, DATA, and so every ``SMTPError``, ``Outcome`` and log row made of
+    them. Before AUTH the server has not seen the password (and EHLO's
+    keywords must stay as they are).
+    """
+
+    mask: Callable[[bytes], bytes] | None = None
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, msg = super().getreply()
+        return code, (self.mask(msg) if self.mask else msg)
+
+
+class _MaskingSMTP_SSL(_MaskingSMTP, smtplib.SMTP_SSL):
+    pass
 
 
 def _reply(exc: smtplib.SMTPResponseException) -> str:
@@ -131,7 +206,7 @@ class SMTPConnection:
         self.pipelining = pipelining  # None: use it when the server offers PIPELINING
         self._password = password
         self.timeout = timeout
-        self.smtp: smtplib.SMTP | None = None
+        self.smtp: _MaskingSMTP | None = None
         self.greeting = ""
         self.tls_version: str | None = None
 
@@ -166,13 +241,13 @@ class SMTPConnection:
                 f"{a.host}; use starttls/ssl or set allow_insecure_auth"
             )
         ctx = tls_context(a.ca_bundle) if a.security != "none" else None
-        smtp: smtplib.SMTP
+        smtp: _MaskingSMTP
         if a.security == "ssl":
-            smtp = smtplib.SMTP_SSL(
+            smtp = _MaskingSMTP_SSL(
                 local_hostname=local_hostname(), timeout=self.timeout, context=ctx
             )
         else:
-            smtp = smtplib.SMTP(local_hostname=local_hostname(), timeout=self.timeout)
+            smtp = _MaskingSMTP(local_hostname=local_hostname(), timeout=self.timeout)
         # connect() does not record the host that starttls()/SMTP_SSL need for
         # certificate checks (only the constructor does, and it drops the greeting).
         smtp._host = a.host  # type: ignore[attr-defined]
@@ -239,6 +314,8 @@ class SMTPConnection:
                 f"{self.server.host} offers no AUTH on this connection; "
                 "clear the password if the relay needs no login",
             )
+        # From here on the server has the password and may echo it in any reply.
+        self.smtp.mask = secret_masker(self.server.login, self._password.reveal())
         try:
             self.smtp.login(self.server.login, self._password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
@@ -260,6 +337,11 @@ class SMTPConnection:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
+
+    def mask_reply(self, reply: bytes) -> bytes:
+        """A reply read past smtplib (``mail.pipelining``), masked as ``getreply`` masks."""
+        mask = self.smtp.mask if self.smtp is not None else None
+        return mask(reply) if mask else reply
 
     @property
     def supports_smtputf8(self) -> bool:
