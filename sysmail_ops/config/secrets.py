@@ -9,6 +9,7 @@ reference ``env:NAME``, resolved when it is used.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -24,20 +25,31 @@ ENV_KEY = "SYSMAIL_SECRET_KEY"
 class SecretBox:
     """Encrypts and decrypts passwords with the workspace key."""
 
-    def __init__(self, key: bytes | None, origin: str):
+    def __init__(self, key: bytes | None, origin: str, trouble: str | None = None):
         self._fernet = Fernet(key) if key else None
         self._key = key
         self.origin = origin
+        self._trouble = trouble  # why a key file that is there cannot be read
 
     def __repr__(self) -> str:
         return f"SecretBox(origin={self.origin!r})"
 
     @staticmethod
     def ensure_key(path: Path) -> bool:
-        """Create the key file (0600) if it is missing and no key is in the environment."""
-        if os.environ.get(ENV_KEY) or path.exists():
+        """Create the key file (0600) if it is missing and no key is in the environment.
+
+        A key file that is there but cannot be read (a folder, a dangling or
+        looping link, no permission) is a ``SecretKeyError``: it is never replaced.
+        """
+        if os.environ.get(ENV_KEY):
             return False
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if _read_key(path) is not None:
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # made by another init since we looked: read it as it is
+            _read_key(path)
+            return False
         with os.fdopen(fd, "wb") as fh:
             fh.write(Fernet.generate_key() + b"\n")
         return True
@@ -47,9 +59,13 @@ class SecretBox:
         env = os.environ.get(ENV_KEY)
         if env:
             return cls._checked(env.strip().encode(), f"${ENV_KEY}")
-        if not path.exists():
+        try:
+            key = _read_key(path)
+        except _KeyTrouble as exc:  # told when a secret is needed, as a missing key is
+            return cls(None, str(path), exc.trouble)
+        if key is None:
             return cls(None, str(path))
-        return cls._checked(path.read_bytes().strip(), str(path))
+        return cls._checked(key.strip(), str(path))
 
     @classmethod
     def _checked(cls, key: bytes, origin: str) -> SecretBox:
@@ -64,10 +80,7 @@ class SecretBox:
 
     def _require(self) -> Fernet:
         if self._fernet is None:
-            raise SecretKeyError(
-                f"the secret key {self.origin} is missing; restore it from your backup "
-                "(or run `sysmail-ops init` for a new one and enter the stored passwords again)"
-            )
+            raise _KeyTrouble(self.origin, self._trouble)
         return self._fernet
 
     def derive_key(self, purpose: bytes) -> bytes:
@@ -88,6 +101,54 @@ class SecretBox:
                 f"{what} cannot be decrypted with the key in {self.origin}: the key changed or "
                 "is not the one it was stored with; restore the key or enter the password again"
             ) from None
+
+
+KEY_READ_LIMIT = 4096  # a key is 44 bytes; a file that never ends is not read to its end
+
+
+class _KeyTrouble(SecretKeyError):
+    """The key file is missing, or there and unreadable: one message, with the reason."""
+
+    def __init__(self, origin: str, trouble: str | None = None):
+        self.trouble = trouble
+        if trouble is None:
+            super().__init__(
+                f"the secret key {origin} is missing; restore it from your backup "
+                "(or run `sysmail-ops init` for a new one and enter the stored passwords again)"
+            )
+        else:
+            super().__init__(
+                f"the secret key {origin} is missing ({trouble}); restore it from your backup "
+                "(or remove it, run `sysmail-ops init` for a new one and enter the stored "
+                "passwords again)"
+            )
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key file's bytes, ``None`` if there is none; ``_KeyTrouble`` if it is there unread."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang us
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _KeyTrouble(str(path), "it is a link to a file that does not exist") from None
+        return None
+    except OSError as exc:
+        raise _KeyTrouble(str(path), f"it cannot be read: {_reason(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise _KeyTrouble(str(path), "it is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            raise _KeyTrouble(str(path), "it is not a regular file")
+        return os.read(fd, KEY_READ_LIMIT)
+    except OSError as exc:
+        raise _KeyTrouble(str(path), f"it cannot be read: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()
 
 
 def resolve_reference(ref: str) -> Secret:
