@@ -132,14 +132,24 @@ def _read_password(args: argparse.Namespace, *, prompt: bool) -> tuple[Secret | 
     if args.no_password:
         return Secret(""), None
     if args.password_stdin:
-        return Secret(sys.stdin.readline().rstrip("\r\n")), None
+        # An unset $PW in a script gives an empty line: that must not quietly turn AUTH off.
+        return _not_empty(sys.stdin.readline().rstrip("\r\n"), "--password-stdin read"), None
     if not prompt:
         return None, None
     if not sys.stdin.isatty():
         raise ValidationError(
             "no password given: use --password-stdin, --password-env NAME or --no-password"
         )
-    return Secret(getpass.getpass(f"Password for {args.address}: ")), None
+    return _not_empty(getpass.getpass(f"Password for {args.address}: "), "the prompt got"), None
+
+
+def _not_empty(password: str, source: str) -> Secret:
+    if not password:
+        raise ValidationError(
+            f"{source} an empty password: give the password, or --no-password for a relay "
+            "without login"
+        )
+    return Secret(password)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
