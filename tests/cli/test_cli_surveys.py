@@ -118,6 +118,9 @@ def test_serve_answers_real_requests_and_stops_on_sigint(ws: Workspace) -> None:
         [sys.executable, "-m", "sysmail_ops", "--home", str(ws.home), "serve", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A runner started in the background (nohup, `cmd &` in a script) ignores SIGINT,
+        # and so would its children: Python keeps an ignored SIGINT, Ctrl-C would do nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
