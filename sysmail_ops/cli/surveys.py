@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--host", default=web.DEFAULT_HOST, help=f"address ({web.DEFAULT_HOST})")
     s.add_argument("--port", type=int, default=web.DEFAULT_PORT, help=f"port ({web.DEFAULT_PORT})")
+    s.add_argument(
+        "--max-connections", type=int, default=web.MAX_CONNECTIONS,
+        help=f"connections handled at once; more get 503 ({web.MAX_CONNECTIONS})",
+    )  # fmt: skip
+    s.add_argument(
+        "--request-timeout", type=float, default=web.REQUEST_TIMEOUT,
+        help=f"seconds for a whole request, headers and body ({web.REQUEST_TIMEOUT:g})",
+    )  # fmt: skip
     s.set_defaults(handler=cmd_serve)
 
 
@@ -109,7 +117,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
     )
-    server = web.make_server(ws, args.host, args.port)
+    server = web.make_server(
+        ws,
+        args.host,
+        args.port,
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
+    )
     base = settings.get_setting(ws, "public_base_url")
     print(f"serving survey and unsubscribe links on {server.url} (Ctrl-C stops)", flush=True)
     print(f"links in mail point at {base} (sysmail-ops settings set public_base_url ...)")

@@ -12,16 +12,28 @@ segments decide):
   ``List-Unsubscribe=One-Click``) puts the address on the suppression list.
 
 Bad, forged or expired links get a plain page with a 4xx status, never a
-traceback. Every value shown is HTML-escaped; request bodies are capped; the
-access log never shows a token. Standard library only (``http.server``): the
-endpoint is four routes, and a framework would be one more thing to patch.
+traceback. Every value shown is HTML-escaped; request bodies and form fields
+are capped; the access log never shows a token. Standard library only
+(``http.server``): the endpoint is four routes, and a framework would be one
+more thing to patch.
+
+Under abuse: every answer, the standard library's own error pages included,
+carries the security headers (``end_headers`` adds them); at most
+``max_connections`` connections are handled at once (the excess gets a 503 at
+once); each request has ``request_timeout`` seconds for its headers and body
+together, and each read ``timeout`` seconds, so a slow client cannot hold a
+thread; a client that vanishes or stalls is one log line.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
+import sys
+import threading
+import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from html import escape
@@ -41,8 +53,18 @@ log = logging.getLogger("sysmail_ops.web.server")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8025
 MAX_BODY = 16 * 1024  # a comment of 2,000 characters, form-encoded, fits many times over
+MAX_FIELDS = 20  # form fields (or query parameters) a request may carry; the forms use two
+MAX_CONNECTIONS = 64  # connections handled at once; the excess gets a 503
+REQUEST_TIMEOUT = 30.0  # seconds for a whole request: request line, headers and body together
+READ_TIMEOUT = 20.0  # seconds a single read may wait: an idle client does not hold a thread
 _ROUTE = re.compile(r"(?:^|/)(survey|unsubscribe)/([^/]+)/?$")
-_TOKEN_IN_TEXT = re.compile(r"(/(?:survey|unsubscribe)/)[^\s?\"'/]+")
+# What a log line must not show, looked for after percent-decoding: a token (``v1.`` and its
+# base64url parts, in any case), whatever follows a route name, and any long base64url-like
+# run (a token's piece cut apart by an encoded line break or the like).
+_TOKEN_SHAPE = re.compile(r"v1\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?", re.IGNORECASE)
+_AFTER_ROUTE = re.compile(r"((?:survey|unsubscribe)/+)[^\s?\"'/]+", re.IGNORECASE)
+_LONG_RUN = re.compile(r"(?<![\w%.-])(?=[\w%.-]*[\d_%-])[\w%.-]{24,}", re.ASCII)
+_DECODE_ROUNDS = 5
 LABELS = {
     1: "Very dissatisfied",
     2: "Dissatisfied",
@@ -50,8 +72,10 @@ LABELS = {
     4: "Satisfied",
     5: "Very satisfied",
 }
-_HEADERS = {
-    "Content-Type": "text/html; charset=utf-8",
+# Every answer carries these (end_headers adds what a response did not set itself), the
+# standard library's own error pages included; pages are personal, so nothing is cached.
+CONTENT_TYPE = "text/html; charset=utf-8"
+SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
     "X-Content-Type-Options": "nosniff",
@@ -71,8 +95,21 @@ _STYLE = (
 
 
 def redact(text: str) -> str:
-    """``text`` with every link token replaced: what access logs may show."""
-    return _TOKEN_IN_TEXT.sub(r"\1<token>", text)
+    """``text`` as a log may show it: one line, every token-shaped part replaced by ``<token>``.
+
+    Percent-encoding is undone first (a few rounds: ``%2F``, ``%76%31%2E...``, encoded twice),
+    so no spelling of a path hides a token; control characters are escaped, so a request
+    cannot forge a log line.
+    """
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(text, errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    text = _TOKEN_SHAPE.sub("<token>", text)
+    text = _AFTER_ROUTE.sub(r"\1<token>", text)
+    text = _LONG_RUN.sub("<token>", text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def page(title: str, body: str) -> bytes:
@@ -110,19 +147,107 @@ def _survey_form(claims: surveys.TokenClaims, chosen: int | None, previous: Any)
     )
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket as the handler reads it: each read waits at most the read timeout and never
+    past the request's deadline, so a client sending a byte a second is still cut off."""
+
+    def __init__(self, sock: socket.socket, handler: _Handler) -> None:
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request took longer than {self._handler.request_timeout:g} s")
+        self._sock.settimeout(min(self._handler.read_timeout, left))
+        return self._sock.recv_into(buffer)
+
+
+class _ClientGone(ConnectionError):
+    """The client closed the connection before its request was complete."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: SurveyServer
     server_version = "sysmail-ops"
     sys_version = ""
-    timeout = 20  # seconds a slow client may take: a thread is not held forever
+    deadline = 0.0  # time.monotonic() by which the current request must have arrived
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.read_timeout = self.server.read_timeout
+        self.request_timeout = self.server.request_timeout
+        self._sent: set[str] = set()
+        self._access: tuple[Any, Any] | None = None
+        super().setup()
+        self.connection.settimeout(self.read_timeout)
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        """One request, under its deadline; a client that vanished is one quiet log line."""
+        self.deadline = time.monotonic() + self.request_timeout
+        self._access = None
+        self.requestline = ""
+        gone = ""
+        try:
+            super().handle_one_request()  # a timeout is caught (and logged once) in there
+        except ConnectionError as exc:
+            self.close_connection = True
+            gone = f"client went away ({_why(exc)})"
+        if self._access is not None:
+            code, size = self._access
+            tail = f" ({gone})" if gone else ""
+            self.log_message('"%s" %s %s%s', self.requestline, code, size, tail)
+        elif gone and self.requestline:
+            self.log_message('"%s" - - (%s)', self.requestline, gone)
+        elif gone:
+            self.log_message("%s", gone)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        self._access = (code, size)  # written once the answer is out (or the client gone)
 
     def version_string(self) -> str:
         return self.server_version  # not the Python version
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.client_address[0], redact(format % args))
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # a bare "GET /path": no headers to send back
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The standard library answers a request line it could not read as HTTP/0.9: a bare
+        # page without a status line or headers. Always answer with both.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        super().send_error(code, message, explain)
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self._sent = set()
+        self.connection.settimeout(self.read_timeout)  # writing: not the request's deadline
+        super().send_response_only(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        self._sent.add(keyword.lower())
+        super().send_header(keyword, value)
+
+    def end_headers(self) -> None:
+        """Every answer, the standard library's error pages too, gets the security headers."""
+        for k, v in SECURITY_HEADERS.items():
+            if k.lower() not in self._sent:
+                self.send_header(k, v)
+        super().end_headers()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -133,12 +258,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def _not_allowed(self) -> None:
+        self.close_connection = True  # a body we do not read must not be taken as a request
+        self._send(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "<p>Open the link in a browser.</p>",
+            {"Allow": "GET, HEAD, POST"},
+        )
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
     def _send(
         self, status: int, title: str, body: str, extra: dict[str, str] | None = None
     ) -> None:
         data = page(title, body)
         self.send_response(status)
-        for k, v in {**_HEADERS, **(extra or {})}.items():
+        for k, v in {"Content-Type": CONTENT_TYPE, **(extra or {})}.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -146,8 +282,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _dispatch(self, method: str) -> None:
+        self._body_read = False
         try:
             self._route(method)
+        except (ConnectionError, TimeoutError):
+            raise  # the client is gone or stalled: nobody to answer (handle_one_request logs)
         except TokenExpiredError as exc:
             self._send(HTTPStatus.GONE, "This link has expired", f"<p>{escape(str(exc))}.</p>")
         except TokenError:
@@ -177,6 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("request %s %s failed", method, redact(self.path))
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "Something went wrong", "<p>Sorry.</p>")
+        if method == "POST" and not self._body_read:
+            self.close_connection = True  # its unread body must not be taken as a request
 
     def _form(self) -> dict[str, str]:
         """The POSTed fields (urlencoded or multipart/form-data), the first value of each."""
@@ -189,6 +330,9 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             raise _TooLarge
         data = self.rfile.read(max(length, 0))
+        if len(data) < length:
+            raise _ClientGone("it closed the connection in the middle of the form")
+        self._body_read = True
         ctype = self.headers.get("Content-Type", "")
         if ctype.lower().startswith("multipart/form-data"):
             return _multipart(ctype, data)
@@ -196,8 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ValidationError("the form is not UTF-8 text") from None
-        fields = parse_qs(text, keep_blank_values=True, max_num_fields=20)
-        return {k: v[0] for k, v in fields.items()}
+        return _fields(text)
 
     # -- routes --------------------------------------------------------------------------
 
@@ -212,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 self._survey_post(token)
             else:
-                self._survey_get(token, parse_qs(url.query).get("score", [""])[0])
+                self._survey_get(token, _fields(url.query).get("score", ""))
         elif method == "POST":
             self._unsubscribe_post(token)
         else:
@@ -279,6 +422,23 @@ class _TooLarge(Exception):
     pass
 
 
+def _why(exc: OSError) -> str:
+    return str(exc) if isinstance(exc, _ClientGone) else (exc.strerror or type(exc).__name__)
+
+
+def _too_many() -> ValidationError:
+    return ValidationError(f"the form has too many fields (at most {MAX_FIELDS})")
+
+
+def _fields(text: str) -> dict[str, str]:
+    """Urlencoded fields (a form body or a query string), the first value of each."""
+    try:
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise _too_many() from None
+    return {k: v[0] for k, v in fields.items()}
+
+
 def _multipart(ctype: str, data: bytes) -> dict[str, str]:
     """Fields of a multipart/form-data body (RFC 7578), as RFC 8058 clients may send it."""
     head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
@@ -286,7 +446,10 @@ def _multipart(ctype: str, data: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     if not msg.is_multipart():
         return out
-    for part in msg.iter_parts():
+    parts = list(msg.iter_parts())
+    if len(parts) > MAX_FIELDS:
+        raise _too_many()
+    for part in parts:
         name = part.get_param("name", header="content-disposition")
         if isinstance(name, str) and name not in out:
             payload = part.get_payload(decode=True)
@@ -295,15 +458,68 @@ def _multipart(ctype: str, data: bytes) -> dict[str, str]:
 
 
 class SurveyServer(ThreadingHTTPServer):
-    """The endpoint bound to one workspace; one thread per request."""
+    """The endpoint bound to one workspace; one thread per connection, at most
+    ``max_connections`` at once (the excess gets a 503 at once, and no thread)."""
 
     daemon_threads = True
 
-    def __init__(self, ws: Workspace, address: tuple[str, int]):
+    def __init__(
+        self,
+        ws: Workspace,
+        address: tuple[str, int],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        timeout: float = READ_TIMEOUT,
+    ):
         self.ws = ws
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.read_timeout = timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._count_lock = threading.Lock()
+        self._active = 0
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    @property
+    def active(self) -> int:
+        """Connections being handled now."""
+        with self._count_lock:
+            return self._active
+
+    def _count(self, step: int) -> None:
+        with self._count_lock:
+            self._active += step
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _busy(request, self.max_connections)
+            self.shutdown_request(request)
+            return
+        self._count(1)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._count(-1)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._count(-1)
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line, never a traceback on stderr; a traceback only for our own bugs."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("%s connection failed: %s", client_address[0], redact(str(exc)))
+        else:
+            log.error("%s request failed", client_address[0], exc_info=True)
 
     @property
     def url(self) -> str:
@@ -314,9 +530,58 @@ class SurveyServer(ThreadingHTTPServer):
         return f"http://{shown}:{self.server_address[1]}"
 
 
-def make_server(ws: Workspace, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> SurveyServer:
-    """A bound server, not yet serving: call ``serve_forever()`` (a thread in tests)."""
+def _busy(sock: socket.socket, limit: int) -> None:
+    """Answer a connection over the limit with a 503, without reading it."""
+    body = page(
+        "Please try again", "<p>We are busy for a moment. Please try again in a minute.</p>"
+    )
+    head = [
+        "HTTP/1.1 503 Service Unavailable",
+        f"Content-Type: {CONTENT_TYPE}",
+        *(f"{k}: {v}" for k, v in SECURITY_HEADERS.items()),
+        "Retry-After: 30",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+    ]
     try:
-        return SurveyServer(ws, (host, port))
+        sock.settimeout(1)
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        sock.recv(65536)  # what already came: closing with it unread would reset the answer
+    except OSError:
+        pass
+    log.info("busy: %d connections at once; one more got 503", limit)
+
+
+def make_server(
+    ws: Workspace,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    request_timeout: float = REQUEST_TIMEOUT,
+    timeout: float = READ_TIMEOUT,
+) -> SurveyServer:
+    """A bound server, not yet serving: call ``serve_forever()`` (a thread in tests).
+
+    ``max_connections``: handled at once (the excess gets a 503); ``request_timeout``: seconds
+    for a whole request (request line, headers, body); ``timeout``: seconds one read may wait.
+    """
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+        raise ValidationError(f"max_connections must be a whole number, got {max_connections!r}")
+    if max_connections < 1:
+        raise ValidationError(f"max_connections must be at least 1, got {max_connections}")
+    for what, value in (("request_timeout", request_timeout), ("timeout", timeout)):
+        if not (isinstance(value, int | float) and 0 < value < 86400):
+            raise ValidationError(f"{what} must be seconds above 0, got {value!r}")
+    try:
+        return SurveyServer(
+            ws,
+            (host, port),
+            max_connections=max_connections,
+            request_timeout=request_timeout,
+            timeout=timeout,
+        )
     except OSError as exc:
         raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
