@@ -17,6 +17,7 @@ from sysmail_ops.config.secrets import check_reference, resolve_reference
 from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
 from sysmail_ops.mail.addresses import check_address, is_loopback
 from sysmail_ops.mail.credentials import MASK, Secret
+from sysmail_ops.mail.headers import check_sender
 from sysmail_ops.mail.smtp import SMTPServer
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
@@ -221,6 +222,13 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
     if url and not url.startswith("https://"):
         raise ValidationError(f"unsubscribe URL must start with https://, got {url!r}")
     v["unsubscribe_url"] = url
+    # What goes into a header is checked by the rules that compose applies at every send.
+    check_sender(
+        v["from_address"],
+        v["display_name"],
+        unsubscribe_url=url,
+        unsubscribe_mailto=v.get("unsubscribe_mailto") or None,
+    )
     return v
 
 

@@ -354,6 +354,29 @@ def make_message_id(given: str | None, domain: str) -> str:
 # -- bodies --------------------------------------------------------------------------
 
 
+def check_link(url: str, what: str) -> None:
+    """A link that goes between ``<>`` in List-Unsubscribe: one printable word, no ``,<>``."""
+    if any(c.isspace() or c in "<>," or not c.isprintable() for c in url):
+        raise ValidationError(f"{what} must not contain spaces, line breaks, commas or <>")
+
+
+def check_sender(
+    from_addr: str,
+    from_name: str | None = None,
+    *,
+    unsubscribe_url: str | None = None,
+    unsubscribe_mailto: str | None = None,
+) -> None:
+    """The header values a sending account puts on every message, checked as ``compose``
+    checks them at send (From, List-Unsubscribe): an account that passes here never
+    fails a send for them. Raises ``HeaderInjectionError`` or ``ValidationError``."""
+    mailbox("From", (from_name, from_addr))
+    if unsubscribe_url is not None:
+        check_link(unsubscribe_url, "unsubscribe URL")
+    for name, value in list_unsubscribe(unsubscribe_url, unsubscribe_mailto).items():
+        extra_header(name, value)
+
+
 def list_unsubscribe(url: str | None, mailto: str | None) -> dict[str, str]:
     """List-Unsubscribe (RFC 2369: the link first, then the mailto) and, for an https
     link, RFC 8058's one-click ``List-Unsubscribe-Post``; no header without either."""

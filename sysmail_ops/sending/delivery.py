@@ -14,7 +14,7 @@ from typing import Any
 
 from sysmail_ops.config.accounts import Account
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.mail.headers import list_unsubscribe
+from sysmail_ops.mail.headers import check_link, list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
 from sysmail_ops.templates import catalog as templates
 
@@ -45,8 +45,7 @@ def personal_unsubscribe(url: str, account: Account) -> dict[str, str]:
     url = url.strip()
     if not url.startswith(("https://", "http://")) or len(url) > 2000:
         raise ValidationError(f"unsubscribe_url must be an http(s) URL, got {url[:60]!r}")
-    if any(c.isspace() or c in "<>," or not c.isprintable() for c in url):
-        raise ValidationError("unsubscribe_url must not contain spaces, line breaks, commas or <>")
+    check_link(url, "unsubscribe_url")
     return list_unsubscribe(url, account.unsubscribe_mailto)
 
 
