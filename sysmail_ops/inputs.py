@@ -1,4 +1,11 @@
-"""Reading batch records: a DataFrame, mappings, or a CSV / JSONL / JSON file, streamed."""
+"""Reading input from outside: batch records, JSON text and line streams, each under a cap.
+
+Records come as a DataFrame, mappings, or a CSV / JSONL / JSON file, streamed.
+Whatever a file holds (bytes that are not UTF-8, JSON nested thousands deep, a
+number of ten thousand digits, no end at all like ``/dev/zero``), the answer is
+a one-line ``ValidationError`` naming the file, the line and the cap hit: no
+file is read past its cap, and nothing else ever comes out.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +13,289 @@ import csv
 import json
 import math
 import os
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sysmail_ops.errors import ValidationError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+MiB = 1024 * 1024
+MAX_RECORDS_BYTES = 200 * MiB  # a CSV or JSONL records file, streamed (a batch reads it twice)
+MAX_JSON_RECORDS_BYTES = 50 * MiB  # a .json records file, parsed whole: use JSONL for more
+MAX_LINE_BYTES = 1 * MiB  # one CSV or JSONL line
+MAX_DOCUMENT_BYTES = 1 * MiB  # one JSON record given as a file (``send --record``)
+MAX_JSON_DEPTH = 64  # lists and objects inside each other; real records use two or three
+
+
+class OverCapError(ValidationError):
+    """Input went past its size cap (``cap``, in bytes)."""
+
+    def __init__(self, message: str, cap: int = 0):
+        super().__init__(message, cap)
+        self.cap = cap
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def size_text(n: int) -> str:
+    """A cap as people say it: ``200 MiB``, ``64 KiB``, ``100 bytes``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", MiB), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n:,} bytes"
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON text as Python values; ``ValidationError('not valid JSON: ...')`` for anything else.
+
+    Nesting deeper than ``MAX_JSON_DEPTH`` and integers past Python's digit
+    limit are refused like a syntax error, never a RecursionError or ValueError;
+    so is text with a lone surrogate (``"\\ud800"``).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise ValidationError(
+            f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValidationError("not UTF-8 text") from None
+    except ValueError:  # int("9" * 5000) is past sys.get_int_max_str_digits()
+        raise ValidationError(
+            f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    check_json_value(data)
+    return data
+
+
+def check_json_value(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse lists and mappings nested deeper than ``limit``, and text that is not Unicode.
+
+    JSON's ``\\ud800`` escapes make a lone surrogate, which no mail, file or
+    database can hold. The walk needs no recursion, whatever the depth.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+            continue
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str):
+                    _check_text(key)
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            raise ValidationError(f"not valid JSON: nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"not valid JSON: {text[exc.start]!r} (a lone surrogate) is not a character"
+            ) from None
+
+
+# --- files and streams under a cap ---------------------------------------------------------
+
+
+def open_input(path: str | os.PathLike[str], what: str, cap: int) -> IO[bytes]:
+    """A file opened to read bytes; a regular file over ``cap`` is refused before any read.
+
+    A stream (a pipe, ``/dev/zero``) has no size to look at: its reader counts
+    what it reads and stops at the cap.
+    """
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise ValidationError(f"{what} {p} does not exist") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ValidationError(f"{what} {str(p)!r} is not a file name") from None
+    try:
+        info = os.fstat(fh.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > cap:
+            raise OverCapError(f"{what} {p} is larger than {size_text(cap)}", cap)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def read_capped(path: str | os.PathLike[str], what: str, cap: int) -> bytes:
+    """The bytes of a file of at most ``cap`` bytes; never reads more than ``cap + 1``."""
+    with open_input(path, what, cap) as fh:
+        try:
+            data = fh.read(cap + 1)
+        except OSError as exc:
+            raise ValidationError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise OverCapError(f"{what} {path} is larger than {size_text(cap)}", cap)
+    return data
+
+
+def read_text(path: str | os.PathLike[str], what: str, cap: int) -> str:
+    """A UTF-8 text file of at most ``cap`` bytes (a leading byte-order mark is dropped)."""
+    data = read_capped(path, what, cap)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{what} {path} is not UTF-8 text (byte {exc.start + 1:,})") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str, cap: int = MAX_DOCUMENT_BYTES) -> Any:
+    """A JSON file of at most ``cap`` bytes as Python values; the error names the file."""
+    text = read_text(path, what, cap)
+    try:
+        return parse_json(text)
+    except ValidationError as exc:
+        raise ValidationError(f"{what} {path} is {exc}") from None
+
+
+def capped_lines(
+    lines: Iterable[str | bytes], *, max_line: int, max_total: int
+) -> Iterator[str | bytes | None]:
+    """The lines of a stream, each at most ``max_line`` long and ``max_total`` in all.
+
+    A file object is read with ``readline(max_line + 1)``, so a line that never
+    ends costs no more than its cap: it comes out as ``None``, and the rest of
+    it is skipped if the reader asks for the next line. Past ``max_total`` an
+    ``OverCapError`` stops the reading, whether a line end ever came or not.
+    (Lengths are bytes, or characters for text.)
+    """
+    total = 0
+
+    def count(piece: str | bytes) -> None:
+        nonlocal total
+        total += len(piece)
+        if total > max_total:
+            raise OverCapError(f"larger than {size_text(max_total)}", max_total)
+
+    readline = getattr(lines, "readline", None)
+    if readline is None:  # lines already in memory: only their lengths to check
+        for line in lines:
+            count(line)
+            body = line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n")
+            yield None if len(body) > max_line else line
+        return
+    while line := readline(max_line + 1):
+        count(line)
+        end = b"\n" if isinstance(line, bytes) else "\n"
+        if len(line) <= max_line or line.endswith(end):
+            yield line
+            continue
+        yield None  # said at once: a reader that stops here reads no more of it
+        while line and not line.endswith(end):  # skip the rest of the long line
+            line = readline(max_line + 1)
+            count(line)
+
+
+# --- records ---------------------------------------------------------------------------------
+
 
 def read_records(source: Any) -> Iterator[dict[str, Any]]:
-    """Records from a DataFrame, an iterable of mappings, or a CSV / JSONL / JSON file."""
+    """Records from a DataFrame, an iterable of mappings, or a CSV / JSONL / JSON file.
+
+    A file is checked as it is read: UTF-8 (a byte-order mark is fine), each
+    line at most ``MAX_LINE_BYTES``, the file at most ``MAX_RECORDS_BYTES``
+    (``MAX_JSON_RECORDS_BYTES`` for ``.json``, which is parsed whole), JSON
+    nested at most ``MAX_JSON_DEPTH`` deep; a CSV row has no more fields than
+    its header. Anything else is a ValidationError naming the file and line.
+    """
     if _is_frame(source):
         yield from _frame_records(source)
         return
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if not path.exists():
-            raise ValidationError(f"records file {path} does not exist")
         suffix = path.suffix.lower()
-        with path.open(encoding="utf-8", newline="") as fh:
+        if suffix == ".json":
+            data = read_json(path, "records file", MAX_JSON_RECORDS_BYTES)
+            if not isinstance(data, list):
+                raise ValidationError(f"{path.name} must hold a JSON list of objects")
+            for n, item in enumerate(data, 1):
+                yield _json_object(item, f"{path.name} item {n}")
+            return
+        if suffix not in (".csv", ".jsonl", ".ndjson"):
+            raise ValidationError(f"records file must be .csv, .jsonl or .json: {path.name}")
+        with open_input(path, "records file", MAX_RECORDS_BYTES) as fh:
+            lines = _text_lines(fh, path)
             if suffix == ".csv":
-                yield from csv.DictReader(fh)
-            elif suffix in (".jsonl", ".ndjson"):
-                for n, line in enumerate(fh, 1):
+                yield from _csv_records(lines, path.name)
+            else:
+                for n, line in lines:
                     if line.strip():
                         yield _json_object(line, f"{path.name} line {n}")
-            elif suffix == ".json":
-                data = json.load(fh)
-                if not isinstance(data, list):
-                    raise ValidationError(f"{path.name} must hold a JSON list of objects")
-                for n, item in enumerate(data, 1):
-                    yield _json_object(item, f"{path.name} item {n}")
-            else:
-                raise ValidationError(f"records file must be .csv, .jsonl or .json: {path.name}")
         return
     for rec in source:
         yield dict(rec)
+
+
+def _text_lines(fh: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a records file, decoded, under the line and file caps."""
+    try:
+        for n, raw in enumerate(
+            capped_lines(fh, max_line=MAX_LINE_BYTES, max_total=MAX_RECORDS_BYTES), 1
+        ):
+            if raw is None:
+                raise ValidationError(
+                    f"{path.name} line {n} is longer than {size_text(MAX_LINE_BYTES)}"
+                )
+            assert isinstance(raw, bytes)
+            try:
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ValidationError(f"{path.name} line {n} is not UTF-8 text") from None
+    except OverCapError as exc:
+        raise OverCapError(
+            f"records file {path} is larger than {size_text(exc.cap)}", exc.cap
+        ) from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read records file {path}: {exc.strerror or exc}") from None
+
+
+def _csv_records(lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[str, Any]]:
+    reader = csv.reader(line for _, line in lines)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if not row:  # a blank line, as csv.DictReader skips it
+                continue
+            if len(row) > len(header):
+                raise ValidationError(
+                    f"{name} line {reader.line_num} has {len(row)} fields, its header {len(header)}"
+                )
+            values: list[str | None] = [*row, *[None] * (len(header) - len(row))]
+            yield dict(zip(header, values, strict=True))
+    except csv.Error as exc:
+        why = str(exc)
+        if why.startswith("new-line character seen"):
+            why = "a line ends in CR alone (lines must end in LF or CRLF)"
+        raise ValidationError(f"{name} line {reader.line_num} is not valid CSV: {why}") from None
 
 
 def _is_frame(source: Any) -> bool:
@@ -68,9 +319,9 @@ def _isna(v: Any, nat: Any) -> bool:
 def _json_object(item: Any, where: str) -> dict[str, Any]:
     if isinstance(item, str):
         try:
-            item = json.loads(item)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"{where} is not valid JSON: {exc.msg}") from None
+            item = parse_json(item)
+        except ValidationError as exc:
+            raise ValidationError(f"{where} is {exc}") from None
     if not isinstance(item, dict):
         raise ValidationError(f"{where} is not a JSON object")
     return item

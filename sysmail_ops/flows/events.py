@@ -23,6 +23,7 @@ from typing import Any
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.flows.rules import check_flow_type, check_label
+from sysmail_ops.inputs import OverCapError, capped_lines, parse_json, size_text
 from sysmail_ops.store.database import utcnow
 
 EVENT_FIELDS = ("id", "flow_type", "flow_name", "event", "object_type", "object_id")
@@ -30,6 +31,8 @@ OPTIONAL_FIELDS = ("occurred_at", "record")
 EVENT_STATUSES = ("notified", "no_match", "deferred", "failed", "error", "sending")
 CLAIM = "being sent by "  # the error column of a 'sending' row: who holds the claim
 FOREIGN_CLAIM_LEASE = timedelta(minutes=30)  # a claim from another host, after which it lapses
+MAX_EVENT_LINE_BYTES = 1024 * 1024  # one event line; a real event is a few hundred bytes
+MAX_EVENTS_BYTES = 64 * 1024 * 1024  # one ``notify`` input: larger batches go in several calls
 _HOST = socket.gethostname()
 
 
@@ -170,22 +173,41 @@ def intake(item: Any, source: str) -> Intake:
 
 
 def parse_lines(lines: Iterable[str | bytes], source: str) -> Iterator[Intake]:
-    """One intake per JSON line; a line that is not UTF-8, JSON or an event is its own error."""
-    for n, raw in enumerate(lines, 1):
-        where = f"{source} line {n}"
-        try:
-            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
-            yield Intake(where, error="not UTF-8 text")
-            continue
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Intake(where, error=f"not valid JSON: {exc.msg}")
-            continue
-        yield intake(data, where)
+    """One intake per JSON line; a line that is not UTF-8, JSON or an event is its own error.
+
+    So is a line longer than ``MAX_EVENT_LINE_BYTES``, nested deeper than
+    ``inputs.MAX_JSON_DEPTH`` or holding a number of thousands of digits: the
+    next line is read as usual. A file object is read line by line under these
+    caps, never whole; past ``MAX_EVENTS_BYTES`` one last error says so and the
+    reading stops (an input that never ends, such as ``/dev/zero``).
+    """
+    try:
+        for n, raw in enumerate(
+            capped_lines(lines, max_line=MAX_EVENT_LINE_BYTES, max_total=MAX_EVENTS_BYTES), 1
+        ):
+            where = f"{source} line {n}"
+            if raw is None:
+                yield Intake(
+                    where, error=f"a line is longer than {size_text(MAX_EVENT_LINE_BYTES)}"
+                )
+                continue
+            try:
+                line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            except UnicodeDecodeError:
+                yield Intake(where, error="not UTF-8 text")
+                continue
+            if not line.strip():
+                continue
+            try:
+                data = parse_json(line)
+            except ValidationError as exc:
+                yield Intake(where, error=str(exc))
+                continue
+            yield intake(data, where)
+    except OverCapError as exc:
+        yield Intake(
+            source, error=f"stopped reading: the events are larger than {size_text(exc.cap)}"
+        )
 
 
 def raw_id(raw: Mapping[str, Any] | None) -> str | None:
