@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     ws, new_key = Workspace.init(args.home, lock_wait=args.lock_wait)
     templates.ensure_builtin(ws)
-    print(f"workspace: {ws.home}")
+    print(f"workspace: {ws.home} (private: folders 0700, files 0600)")
+    for line in ws.tightened.lines():
+        print(line)
     print(f"database:  {ws.db_path} (schema version {ws.store.schema_version()})")
     if ws.secrets.origin.startswith("$"):
         print(f"secret key: from ${ENV_KEY}")

@@ -16,6 +16,7 @@ import platformdirs
 
 from sysmail_ops.config.secrets import SecretBox
 from sysmail_ops.errors import WorkspaceError
+from sysmail_ops.store import private
 from sysmail_ops.store.database import Store
 
 ENV_HOME = "SYSMAIL_HOME"
@@ -41,6 +42,9 @@ class Workspace:
     lock_wait: float | None = None
     _store: Store | None = field(default=None, repr=False)
     _secrets: SecretBox | None = field(default=None, repr=False)
+    tightened: private.Tightened = field(
+        default_factory=private.Tightened, repr=False, compare=False
+    )
 
     @property
     def db_path(self) -> Path:
@@ -102,15 +106,22 @@ class Workspace:
     def init(
         cls, home: str | os.PathLike[str] | None = None, *, lock_wait: float | None = None
     ) -> tuple[Workspace, bool]:
-        """Create the workspace (idempotent). Returns it and whether a new key was made."""
+        """Create the workspace (idempotent). Returns it and whether a new key was made.
+
+        The folder is 0700 and everything in it the owner's alone (``store.private``);
+        an existing workspace with looser modes is tightened (``ws.tightened`` says
+        what changed).
+        """
         path = resolve_home(home)
+        ws = cls(path, lock_wait=lock_wait)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)  # above the workspace: not ours
+            private.make_dirs(path)
+            created_key = SecretBox.ensure_key(ws.key_path)  # a key in trouble stops here
+            ws.tightened = private.tighten(path)
             for sub in ("mailbox", "archive", "runs", "preview"):
-                (path / sub).mkdir(exist_ok=True)
+                private.make_dirs(path / sub)
         except OSError as exc:
             raise WorkspaceError(f"cannot create workspace at {path}: {exc.strerror}") from None
-        ws = cls(path, lock_wait=lock_wait)
-        created_key = SecretBox.ensure_key(ws.key_path)
         ws.store.migrate()
         return ws, created_key

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.records.sendlog import Journal, fold_orphans
+from sysmail_ops.store import private
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
@@ -148,9 +149,9 @@ class Bundle:
         """Write one message; returns (relative path, offset, length) for its row."""
         if self.fd < 0:
             folder = self.ws.archive_dir / self.direction / when.strftime("%Y/%m/%d")
-            folder.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(folder)
             path = folder / f"{self.batch_id}.emls"
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.fd = private.open_append(path)
             self.offset = os.fstat(self.fd).st_size
             self.rel = str(path.relative_to(self.ws.home))
         start = self.offset

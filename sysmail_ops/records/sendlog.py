@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store import private
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ class Journal:
     _last: Future[set[tuple[str, str]]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        journal_dir(self.ws).mkdir(exist_ok=True)
+        private.make_dirs(journal_dir(self.ws))
         self.path, self._fd = self._open_segment()
 
     def _open_segment(self) -> tuple[Path, int]:

@@ -26,6 +26,7 @@ from sysmail_ops.records.sendlog import Journal, new_batch_id
 from sysmail_ops.sending import retry as deferred
 from sysmail_ops.sending.delivery import Composer, Delivery
 from sysmail_ops.sending.worker import Built, ComposePool, auto_workers
+from sysmail_ops.store import private
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.templates import catalog as templates
 
@@ -322,8 +323,8 @@ class BatchSender:
             return
         if self.opt.dry_run:
             path = self.ws.preview_dir / self.batch_id / f"{self.result.messages:06d}.eml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(composed.data)
+            private.make_dirs(path.parent)
+            private.write_file(path, composed.data)
             self.result.preview_dir = str(path.parent)
             settle(pending, "dry_run", Outcome("dry_run"))
             return

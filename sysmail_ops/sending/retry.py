@@ -10,7 +10,6 @@ queue lifetime (default 2 days), marking them failed.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from sysmail_ops.errors import NotFoundError, SMTPError, SysmailError
 from sysmail_ops.mail.smtp import Outcome, SMTPConnection
 from sysmail_ops.records import archive, sendlog, suppression
 from sysmail_ops.records.sendlog import Journal, new_batch_id
+from sysmail_ops.store import private
 from sysmail_ops.store.database import utcnow
 
 FIRST_RETRY = timedelta(minutes=5)
@@ -54,13 +54,11 @@ def enqueue(
 ) -> None:
     """Keep the message bytes and journal a queue row for one recipient."""
     folder = queue_dir(ws)
-    folder.mkdir(exist_ok=True)
+    private.make_dirs(folder)
     name = archive.archive_id(message_id, "queue", account) + ".eml"
     path = folder / name
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        private.write_file(path, data)
     now = utcnow()
     journal.write(
         "deferred",

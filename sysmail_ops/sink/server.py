@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.addresses import is_loopback
+from sysmail_ops.store import private
 
 if TYPE_CHECKING:  # aiosmtpd and cryptography's x509 are imported when a sink starts
     from aiosmtpd.controller import Controller
@@ -92,20 +93,12 @@ def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:
         serialization.NoEncryption(),
     )
     try:
-        cert_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(key_path, key_pem, 0o600)
-        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        private.make_dirs(cert_dir)
+        private.write_file(key_path, key_pem)
+        private.write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise SysmailError(f"cannot write the capture sink's certificate: {exc}") from None
     return cert_path, key_path
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _clean(value: object) -> str | None:
@@ -119,7 +112,7 @@ def store_message(
     """Keep ``raw`` as ``<UTC timestamp>-<short uuid>.eml`` and index it; returns the entry."""
     now = datetime.now(UTC)
     name = f"{now:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:8]}.eml"
-    _write_atomic(mailbox_dir / name, raw, 0o644)
+    private.write_file(mailbox_dir / name, raw)
     try:
         headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
         subject, message_id = _clean(headers["subject"]), _clean(headers["message-id"])
@@ -137,7 +130,7 @@ def store_message(
     }
     line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
     with _INDEX_LOCK:  # one write() on an O_APPEND file: whole lines, also across processes
-        fd = os.open(mailbox_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = private.open_append(mailbox_dir / INDEX_NAME)
         try:
             os.write(fd, line)
         finally:
@@ -278,7 +271,7 @@ class CaptureSink:
         if self._controller is not None:
             return
         try:
-            self.mailbox_dir.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(self.mailbox_dir)
         except OSError as exc:
             raise SysmailError(f"capture sink cannot create its mailbox: {exc}") from None
         cert_path, key_path = ensure_certificate(self.cert_dir)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import StoreBusyError
 from sysmail_ops.store.migrations import MIGRATIONS
+from sysmail_ops.store.private import private_umask
 
 if TYPE_CHECKING:  # imported when a store is opened: the compose worker never needs it
     import duckdb
@@ -89,12 +90,17 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one operation, closed at the end of the block."""
-        con = self._open()
-        try:
-            yield con
-        finally:
-            con.close()
+        """A connection for one operation, closed at the end of the block.
+
+        DuckDB makes the database file, its WAL and its spill folder with no
+        mode of ours: they are made under the private umask (0600, 0700).
+        """
+        with private_umask():
+            con = self._open()
+            try:
+                yield con
+            finally:
+                con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

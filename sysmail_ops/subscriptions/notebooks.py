@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sysmail_ops.errors import SysmailError, ValidationError
+from sysmail_ops.store import private
 from sysmail_ops.subscriptions.render import ReportOutput, render_report
 
 __all__ = [
@@ -287,7 +288,7 @@ def execute_report(
                 f"kernel {kernel!r} runs {kernel_python(kernel)}, not {sys.executable}:"
                 " install ipykernel in this environment or pass kernel_name"
             )
-        folder.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(folder)
     except (ValidationError, OSError) as exc:
         return ReportRun(False, None, error=str(exc), parameters=params)
     return _run(path, folder, params, kernel, timeout, start_timeout)
@@ -368,7 +369,9 @@ def _run(
     run = ReportRun(False, out_nb, parameters=params)
     began = time.monotonic()
     try:
-        with _thread_loop(), _ipc_sockets() as kernel_config:
+        # papermill writes the notebook and the kernel its own files with no mode of ours:
+        # under the private umask (the kernel, started inside, keeps it for its life).
+        with _thread_loop(), _ipc_sockets() as kernel_config, private.private_umask():
             pm.execute_notebook(
                 str(path),
                 str(out_nb),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import ReportError
 from sysmail_ops.mail.mime import InlineImage
+from sysmail_ops.store import private
 from sysmail_ops.subscriptions.kit import MIME
 
 if TYPE_CHECKING:
@@ -229,17 +230,19 @@ def render_report(
     fragment = f'<div class="report">\n{body}\n</div>'
     out.html = css_inline.inline_fragment(fragment, CSS)
     folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    private.make_dirs(folder)
     for name, blob in files:
-        (folder / name).write_bytes(blob)
+        private.write_file(folder / name, blob)
     page = out.html
     for image in out.images:
         page = page.replace(f'src="cid:{image.cid}"', f'src="{image.filename}"')
     title = html.escape(title or path.stem)
     out.html_path = folder / "report.html"
-    out.html_path.write_text(
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body>\n{page}\n</body></html>\n",
-        encoding="utf-8",
+    private.write_file(
+        out.html_path,
+        (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f"<body>\n{page}\n</body></html>\n"
+        ).encode(),
     )
     return out
