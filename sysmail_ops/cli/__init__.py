@@ -25,6 +25,7 @@ from sysmail_ops.cli import (
     workflows,
     workspace,
 )
+from sysmail_ops.cli.output import safe
 from sysmail_ops.errors import SysmailError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SysmailError as exc:
-        print(f"sysmail-ops: error: {exc}", file=sys.stderr)
+        print(f"sysmail-ops: error: {safe(exc)}", file=sys.stderr)  # one line, no controls
         return 2
     except KeyboardInterrupt:
         print("sysmail-ops: interrupted", file=sys.stderr)

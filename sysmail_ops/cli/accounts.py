@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from sysmail_ops.cli.common import on_off, open_workspace
-from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
+from sysmail_ops.cli.output import print_fields, print_json, print_table, safe, warn
 from sysmail_ops.config import accounts as api
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.mail.credentials import Secret
@@ -248,11 +248,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
     )
     for hint in a.hints():
-        print(f"hint: {hint}")
+        print(f"hint: {safe(hint)}")
     print("connection tests:" if tests else "connection tests: none yet")
     for t in tests:
         verdict = "ok" if t["ok"] else f"FAILED at {t['step']}"
-        print(f"  {t['tested_at']}  {verdict}: {t['message']}")
+        print(f"  {t['tested_at']}  {safe(verdict)}: {safe(t['message'])}")
     return 0
 
 
@@ -283,9 +283,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     elif result.ok:
-        print(f"{args.name}: OK ({result.duration_ms:.0f} ms) {result.message}")
+        print(f"{args.name}: OK ({result.duration_ms:.0f} ms) {safe(result.message)}")
         if result.greeting:
-            print(f"  server: {result.greeting}")
+            print(f"  server: {safe(result.greeting)}")
     else:
-        print(f"{args.name}: FAILED at {result.message}")
+        print(f"{args.name}: FAILED at {safe(result.message)}")
     return 0 if result.ok else 1

@@ -1,8 +1,17 @@
-"""Printing for the CLI: aligned tables for people, JSON for scripts."""
+"""Printing for the CLI: aligned tables for people, JSON for scripts.
+
+Text from outside (subjects, addresses, event ids, server replies, log rows)
+may hold control characters that a terminal obeys instead of showing: ESC
+sequences recolour or clear it, CR and backspace overwrite what was printed,
+bidi overrides reorder it. ``print_table``, ``print_fields`` and ``warn`` show
+them escaped (``\\x1b``, ``\\r``, ``\\u202e``), as does ``safe()`` for plain
+prints; ``print_json`` leaves none raw either (JSON escapes).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
@@ -12,6 +21,29 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# What a terminal acts on rather than shows: C0 and C1 controls, DEL, the line and
+# paragraph separators, bidi marks, overrides and isolates; lone surrogates (from
+# undecodable bytes) cannot be printed at all.
+_BIDI_AND_SEPARATORS = "\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
+# json.dumps escapes C0 itself; with ensure_ascii=False it leaves these raw.
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group(0)
+    n = ord(c)
+    return _NAMED.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
+
+
+def safe(value: object) -> str:
+    """``value`` as text a terminal shows as it is: control characters escaped, on one line."""
+    if value is None:
+        return ""
+    return _UNSAFE.sub(_escape, str(value))
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, datetime | date):
         return obj.isoformat()
@@ -19,8 +51,8 @@ def _default(obj: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=_default, ensure_ascii=False)
-    sys.stdout.write("\n")
+    text = json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text) + "\n")
 
 
 def cell(value: Any) -> str:
@@ -28,7 +60,7 @@ def cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "on" if value else "off"
-    return str(value)
+    return safe(value)
 
 
 def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
@@ -46,7 +78,7 @@ def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"hint: {message}", file=sys.stderr)
+    print(f"hint: {safe(message)}", file=sys.stderr)
 
 
 def frame_rows(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_json, print_table
+from sysmail_ops.cli.output import print_json, print_table, safe
 from sysmail_ops.demo.main import SINK_PORT
 from sysmail_ops.sink import server as api
 
@@ -41,5 +41,5 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in entries
     ]
     print_table(rows, ["RECEIVED", "FROM", "TO", "SUBJECT", "FILE"])
-    print(f"{len(entries)} message(s) in {ws.mailbox_dir}")
+    print(f"{len(entries)} message(s) in {safe(ws.mailbox_dir)}")
     return 0

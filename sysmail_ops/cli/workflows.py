@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.cli.output import print_fields, print_json, print_table, safe
 from sysmail_ops.config import directory
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.flows import notifications as workflows
@@ -185,13 +185,13 @@ def cmd_rules_add(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     values = {k: v for k, v in _values(args).items() if v is not None}
     r = workflows.add_rule(ws, args.name, **values, enabled=not args.paused)
-    print(f"added {_describe(r)}" + ("" if r.enabled else " (paused)"))
+    print(f"added {safe(_describe(r))}" + ("" if r.enabled else " (paused)"))
     return 0
 
 
 def cmd_rules_edit(args: argparse.Namespace) -> int:
     r = workflows.edit_rule(open_workspace(args), args.name, **_values(args))
-    print(f"saved {_describe(r)}")
+    print(f"saved {safe(_describe(r))}")
     return 0
 
 
@@ -244,7 +244,7 @@ def cmd_rules_show(args: argparse.Namespace) -> int:
     )
     print(f"last events matched ({len(recent)}):")
     for e in recent:
-        print(f"  {e['received_at']:%Y-%m-%d %H:%M:%S}  {e['event_id']}  {e['status']}")
+        print(f"  {e['received_at']:%Y-%m-%d %H:%M:%S}  {safe(e['event_id'])}  {e['status']}")
     return 0
 
 
@@ -278,7 +278,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         print_json([r.to_dict() for r in results])
     else:
         for r in results:
-            print(r.summary())
+            print(safe(r.summary()))
         bad = sum(not r.ok for r in results)
         print(f"{len(results)} event(s): {len(results) - bad} ok, {bad} with a problem")
     return 1 if any(not r.ok for r in results) else 0
@@ -325,7 +325,7 @@ def cmd_events_prune(args: argparse.Namespace) -> int:
 
 def cmd_dir_add(args: argparse.Namespace) -> int:
     e = directory.add_entry(open_workspace(args), args.role, args.person, args.address)
-    print(f"added {e.name} <{e.address}> to {e.role}")
+    print(safe(f"added {e.name} <{e.address}> to {e.role}"))
     return 0
 
 
@@ -347,5 +347,5 @@ def cmd_dir_remove(args: argparse.Namespace) -> int:
 
 def cmd_dir_import(args: argparse.Namespace) -> int:
     result = directory.import_entries(open_workspace(args), args.file)
-    print(f"imported {args.file}: {result.summary()}")
+    print(safe(f"imported {args.file}: {result.summary()}"))
     return 0
