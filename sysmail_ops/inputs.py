@@ -130,7 +130,7 @@ def open_input(path: str | os.PathLike[str], what: str, cap: int) -> IO[bytes]:
     try:
         fh = p.open("rb")
     except FileNotFoundError:
-        raise ValidationError(f"{what} {p} does not exist") from None
+        raise ValidationError(f"cannot read {what} {p}: it does not exist") from None
     except OSError as exc:
         raise ValidationError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     except ValueError:  # a NUL byte in the name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.inputs import read_json
 from sysmail_ops.mail.mime import Attachment
 from sysmail_ops.records import sendlog
 from sysmail_ops.sending import batch as sending
@@ -90,12 +90,8 @@ def _options(args: argparse.Namespace) -> sending.SendOptions:
 def _record(args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {}
     if args.record:
-        try:
-            data = json.loads(Path(args.record).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValidationError(f"record file {args.record} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"record file {args.record} is not JSON: {exc.msg}") from None
+        # At most inputs.MAX_DOCUMENT_BYTES of UTF-8 JSON; any other content is one line.
+        data = read_json(args.record, "record file")
         if not isinstance(data, dict):
             raise ValidationError(f"record file {args.record} must hold one JSON object")
         record.update(data)

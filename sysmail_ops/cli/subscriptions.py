@@ -14,7 +14,7 @@ from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table
 from sysmail_ops.config.workspace import resolve_home
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.inputs import read_records
+from sysmail_ops.inputs import parse_json, read_records
 from sysmail_ops.subscriptions import model as api
 from sysmail_ops.subscriptions import runs as subscription_runs
 from sysmail_ops.subscriptions import schedule
@@ -162,8 +162,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def _value(raw: str) -> Any:
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        return parse_json(raw)
+    except ValidationError:
         return raw
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, warn
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.inputs import MAX_DOCUMENT_BYTES, MiB, parse_json, read_text, size_text
 from sysmail_ops.templates import catalog as api
+
+# A template part is at most catalog.MAX_SOURCE (1,000,000) characters of up to 4 bytes each.
+MAX_TEMPLATE_FILE_BYTES = 4 * MiB
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,15 +86,22 @@ def _fields(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--description", help="optional description")
 
 
-def _read(path: str | None, option: str) -> str | None:
+def _read(path: str | None, option: str, cap: int = MAX_TEMPLATE_FILE_BYTES) -> str | None:
+    """A UTF-8 file or stdin (``-``) of at most ``cap`` bytes; never read past the cap."""
     if path is None:
         return None
+    if path != "-":
+        return read_text(path, option, cap)
+    stdin = getattr(sys.stdin, "buffer", None)
     try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValidationError(f"cannot read {option} {path}: {exc.strerror}") from None
+        data = stdin.read(cap + 1) if stdin is not None else sys.stdin.read(cap + 1)
+        if len(data) > cap:
+            raise ValidationError(f"{option} - is larger than {size_text(cap)}")
+        return data.decode("utf-8-sig") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
-        raise ValidationError(f"{option} {path} is not UTF-8 text") from None
+        raise ValidationError(f"{option} - is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {option} -: {exc.strerror or exc}") from None
 
 
 def _values(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,11 +188,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _read_record(path: str) -> dict[str, Any]:
-    raw = _read(path, "--record") or ""
+    raw = _read(path, "--record", MAX_DOCUMENT_BYTES) or ""
     try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"--record {path} is not JSON: {exc}") from None
+        record = parse_json(raw)
+    except ValidationError as exc:
+        raise ValidationError(f"--record {path} is {exc}") from None
     if not isinstance(record, dict):
         raise ValidationError(f"--record {path} must hold one JSON object (field: value)")
     return record

@@ -30,6 +30,7 @@ import binascii
 import mimetypes
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ __all__ = ["Address", "Attachment", "Composed", "InlineImage", "compose"]
 
 
 MAX_LINE = 998  # RFC 5322: octets per line, CRLF excluded
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024  # a file read from disk (providers take ~25 MB a mail)
 
 _MIME_WORD = r"[A-Za-z0-9!#$&^_.+-]+"
 _CONTENT_TYPE = re.compile(
@@ -121,12 +123,27 @@ class Attachment:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], content_type: str | None = None) -> Attachment:
-        """A file from disk, named after its last path component."""
+        """A file from disk, named after its last path component.
+
+        At most ``MAX_ATTACHMENT_BYTES``: a larger regular file is refused by its
+        size, and a stream (``/dev/zero``, a pipe) is read no further than the cap.
+        """
         p = Path(path)
+        too_big = f"attachment {str(p)!r} is larger than {MAX_ATTACHMENT_BYTES // 2**20} MiB"
         try:
-            data = p.read_bytes()
+            with p.open("rb") as fh:
+                info = os.fstat(fh.fileno())
+                if stat.S_ISREG(info.st_mode) and info.st_size > MAX_ATTACHMENT_BYTES:
+                    raise ValidationError(too_big)
+                data = fh.read(MAX_ATTACHMENT_BYTES + 1)
         except OSError as exc:
-            raise ValidationError(f"cannot read attachment {str(p)!r}: {exc.strerror}") from None
+            raise ValidationError(
+                f"cannot read attachment {str(p)!r}: {exc.strerror or exc}"
+            ) from None
+        except ValueError:  # a NUL byte in the name
+            raise ValidationError(f"cannot read attachment {str(p)!r}: not a file name") from None
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise ValidationError(too_big)
         return cls(p.name, data, content_type)
 
     @classmethod

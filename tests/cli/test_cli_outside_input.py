@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -10,12 +11,21 @@ from pathlib import Path
 
 import pytest
 from conftest import bind
+from report_fixtures import write_echo_report
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops.cli import main
+from sysmail_ops.cli.templates import MAX_TEMPLATE_FILE_BYTES
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.flows import notifications as workflows
-from sysmail_ops.inputs import MAX_JSON_DEPTH, MAX_LINE_BYTES, MAX_RECORDS_BYTES
+from sysmail_ops.inputs import (
+    MAX_DOCUMENT_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_RECORDS_BYTES,
+)
+from sysmail_ops.mail.mime import MAX_ATTACHMENT_BYTES
 from sysmail_ops.records import sendlog
 from sysmail_ops.templates import catalog as templates
 
@@ -183,3 +193,121 @@ def test_send_batch_stops_reading_a_records_file_that_never_ends(
     ), proc.stderr
     assert smtp_server.messages == [] and sendlog.list_logs(batch).empty
     assert accounts.get_account(batch, "service").name == "service"
+
+
+# --- the other files a command reads: in-process runs, each answer one line on stderr -------
+
+
+@pytest.fixture
+def run(ws: Workspace, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def _run(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        code = main(["--home", str(ws.home), *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+def refused(result: tuple[int, str, str], message: str) -> None:
+    code, out, err = result
+    assert code == 2 and out == "", err
+    assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    made = {
+        "latin1": b'{"name": "Zo\xe9"}',
+        "deep": b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "huge": b'{"name": ' + b"9" * 5000 + b"}",
+        "surrogate": b'{"name": "\\ud800"}',
+    }
+    out = {}
+    for name, content in made.items():
+        out[name] = tmp_path / f"{name}.json"
+        out[name].write_bytes(content)
+    out["zero"] = tmp_path / "zero.json"
+    out["zero"].symlink_to("/dev/zero")
+    out["big"] = tmp_path / "big.json"
+    with out["big"].open("wb") as fh:
+        fh.truncate(2 * 1024**3)
+    return out
+
+
+def test_send_record_and_attachment_files(
+    run, batch: Workspace, smtp_server: SMTPTestServer, files: dict[str, Path]
+) -> None:
+    send = ("send", "service", "--template", "greeting", "--to", "eve@example.com")
+    for name, message in (
+        ("latin1", "latin1.json is not UTF-8 text (byte 13)"),
+        ("deep", f"deep.json is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"),
+        ("huge", "huge.json is not valid JSON: a number has more than 4300 digits"),
+        ("surrogate", "surrogate.json is not valid JSON: '\\ud800' (a lone surrogate)"),
+        ("zero", f"record file {files['zero']} is larger than {MAX_DOCUMENT_BYTES // 2**20} MiB"),
+        ("big", f"record file {files['big']} is larger than {MAX_DOCUMENT_BYTES // 2**20} MiB"),
+    ):
+        refused(run(*send, "--record", str(files[name])), message)
+    cap = f"is larger than {MAX_ATTACHMENT_BYTES // 2**20} MiB"
+    refused(run(*send, "--field", "name=Eve", "--attach", str(files["zero"])), cap)
+    refused(run(*send, "--field", "name=Eve", "--attach", str(files["big"])), cap)
+    assert smtp_server.messages == []
+
+
+def test_template_source_and_preview_record_files(
+    run, batch: Workspace, files: dict[str, Path], tmp_path: Path
+) -> None:
+    add = ("templates", "add", "t", "--object", "contact", "--subject", "s")
+    html = tmp_path / "latin1.html"
+    html.write_bytes(b"<p>Zo\xe9</p>")
+    refused(run(*add, "--html-file", str(html)), f"--html-file {html} is not UTF-8 text (byte 6)")
+    cap = f"is larger than {MAX_TEMPLATE_FILE_BYTES // 2**20} MiB"
+    refused(run(*add, "--html-file", str(files["zero"])), cap)
+    refused(run(*add, "--html-file", str(files["big"])), cap)
+    refused(run(*add, "--html-file", "-", stdin=b"<p>\xff</p>"), "--html-file - is not UTF-8 text")
+    refused(run(*add, "--html-file", "-", stdin=b"x" * (MAX_TEMPLATE_FILE_BYTES + 1)), cap)
+    ok = tmp_path / "ok.html"
+    ok.write_text("<p>Hi {{ name }}</p>")
+    refused(run(*add, "--html-file", str(ok), "--text-file", str(files["zero"])), cap)
+    assert "t" not in [t.name for t in templates.list_templates(batch)]
+    for name, message in (
+        ("latin1", "is not UTF-8 text"),
+        ("deep", "nested deeper than"),
+        ("huge", "a number has more than 4300 digits"),
+        ("zero", f"is larger than {MAX_DOCUMENT_BYTES // 2**20} MiB"),
+        ("big", f"is larger than {MAX_DOCUMENT_BYTES // 2**20} MiB"),
+    ):
+        refused(run("templates", "preview", "greeting", "--record", str(files[name])), message)
+    refused(
+        run("templates", "preview", "greeting", "--record", "-", stdin=b"[" * 5000),
+        "nested deeper than",
+    )
+
+
+def test_subscription_recipients_files_and_parameters(
+    run, ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path
+) -> None:
+    bind(ws, smtp_server, "reports", kind="other")
+    report = write_echo_report(tmp_path)
+    add = (
+        "subscriptions", "add", "rows", "--notebook", str(report), "--schedule", "0 8 * * mon",
+        "--timezone", "UTC", "--account", "reports", "--owner", "owner@example.com",
+    )  # fmt: skip
+    people = tmp_path / "people.csv"
+    people.write_bytes(b"email,region\nli@example.com,\xff\n")
+    refused(run(*add, "--recipients-file", str(people)), "people.csv line 2 is not UTF-8 text")
+    zero = tmp_path / "zero.csv"
+    zero.symlink_to("/dev/zero")
+    refused(run(*add, "--recipients-file", str(zero)), "zero.csv line 1 is longer than 1 MiB")
+    # A cell or a -p value that looks like JSON but is too deep or too long is kept as text.
+    people.write_text(
+        "email,rows,region\nli@example.com," + "[" * 5000 + "," + "9" * 5000 + "\n", newline=""
+    )
+    code, _, err = run(
+        *add, "--recipients-file", str(people),
+        "-p", "rows=" + "[" * 5000, "-p", "region=" + "1" * 5000,
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(run("subscriptions", "show", "rows", "--json")[1])
+    assert shown["parameters"] == {"rows": "[" * 5000, "region": "1" * 5000}
+    assert shown["recipients"][0]["parameters"] == {"rows": "[" * 5000, "region": "9" * 5000}

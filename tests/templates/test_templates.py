@@ -564,7 +564,7 @@ def test_cli_errors_are_one_line_and_exit_2(cli: CLI, tmp_path: Path) -> None:
     code, _, err = cli("preview", "x", "--record", listish)
     assert code == 2 and "one JSON object" in err
     code, _, err = cli("preview", "x", "--record", write(tmp_path / "bad.json", "{nope"))
-    assert code == 2 and "is not JSON" in err
+    assert code == 2 and "is not valid JSON" in err
     code, _, err = cli("show", "nope")
     assert code == 2 and "no template named 'nope'" in err
     code, _, err = cli("remove", "connection-test")
