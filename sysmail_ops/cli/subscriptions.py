@@ -165,6 +165,7 @@ def _value(raw: str) -> Any:
         return parse_json(raw)
     except ValidationError:
         return raw
+    """A JSON value, or the text as it is (also when too deep or a number too long)."""
 
 
 def _pairs(items: list[str], what: str) -> dict[str, Any]:
