@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 import smtplib
 import socket
@@ -107,6 +108,15 @@ def mask_secret(reply: bytes, login: str, password: str) -> bytes:
     return secret_masker(login, password)(reply)
 
 
+class _UTF8(str):
+    """AUTH data that smtplib's ``.encode("ascii")`` turns into UTF-8 (RFC 4616, RFC 6531)."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, "utf-8", errors)
+
+
 class _MaskingSMTP(smtplib.SMTP):
     """smtplib's client, whose every reply passes ``mask`` once AUTH has begun.
 
@@ -114,6 +124,9 @@ class _MaskingSMTP(smtplib.SMTP):
     RCPT, DATA, and so every ``SMTPError``, ``Outcome`` and log row made of
     them. Before AUTH the server has not seen the password (and EHLO's
     keywords must stay as they are).
+
+    AUTH data goes out as UTF-8: smtplib encodes it as ASCII, so a password
+    such as "pässwort" raised UnicodeEncodeError.
     """
 
     mask: Callable[[bytes], bytes] | None = None
@@ -121,6 +134,25 @@ class _MaskingSMTP(smtplib.SMTP):
     def getreply(self) -> tuple[int, bytes]:
         code, msg = super().getreply()
         return code, (self.mask(msg) if self.mask else msg)
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: Callable[..., str | None],
+        *,
+        initial_response_ok: bool = True,
+    ) -> tuple[int, bytes]:
+        def utf8(challenge: bytes | None = None) -> str | None:
+            data = authobject(challenge)
+            return None if data is None else _UTF8(data)
+
+        return super().auth(mechanism, utf8, initial_response_ok=initial_response_ok)  # type: ignore[arg-type]
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:  # type: ignore[override]
+        if challenge is None:
+            return None
+        key = str(self.password).encode("utf-8")  # smtplib: .encode("ascii")
+        return f"{self.user} {hmac.HMAC(key, challenge, 'md5').hexdigest()}"
 
 
 class _MaskingSMTP_SSL(_MaskingSMTP, smtplib.SMTP_SSL):

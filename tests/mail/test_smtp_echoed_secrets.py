@@ -100,3 +100,18 @@ def test_no_form_of_the_password_survives_masking(
         assert password not in masked
         for encoded in forms[1:]:
             assert encoded.rstrip("=") not in masked
+
+
+@pytest.mark.parametrize("password", ["pässwort-Ünïcode", "пароль", "密码🔑"])
+def test_a_non_ascii_password_is_sent_as_utf8_not_a_traceback(
+    smtp_server: SMTPTestServer, password: str
+) -> None:
+    """smtplib encodes AUTH data as ASCII: a non-ASCII password raised UnicodeEncodeError."""
+    smtp_server.echo_auth = True  # the server's reply shows what it decoded (masked here)
+    conn = server_of(smtp_server, password)
+    with pytest.raises(SMTPError) as raised:
+        conn.open()
+    assert (raised.value.step, raised.value.code) == ("auth", 535)
+    assert smtp_server.auth_logins and set(smtp_server.auth_logins) == {GOOD_LOGIN}
+    assert MASK in raised.value.reply
+    assert_no_credentials(str(raised.value), GOOD_LOGIN, password)
