@@ -10,7 +10,12 @@ not``), ``and``/``or``/``not`` and unary minus. Examples::
 
 It is parsed with :mod:`ast` and checked once, when a rule is saved: calls,
 attribute access, subscripts, arithmetic, comprehensions, f-strings and names
-starting with ``_`` are refused with a message naming the construct. Nothing
+starting with ``_`` are refused with a message naming the construct. So is an
+operation that no record could ever make work, decided from its literals (and
+from comparisons and ``not``, which always give a bool): unary minus on a
+non-number (``a == -True``), ``in`` with a non-text, non-list right side or a
+non-text left side against a text, ordering against ``None`` or between
+mismatched types, and ``is`` with a literal other than None/True/False. Nothing
 is ever handed to ``eval``; a tiny tree walker evaluates the checked tree, so
 a condition can read fields and nothing else. A field missing from a record,
 or a comparison of incompatible values, is a ``ConditionError`` for that
@@ -120,7 +125,7 @@ def _parse(source: str) -> ast.expr:
 
 
 def _check(node: ast.AST, source: str) -> None:
-    """Refuse every construct but the few a condition may use."""
+    """Refuse every construct but the few a condition may use, and what can never evaluate."""
     bad = f"condition {source!r}"
     if isinstance(node, ast.BoolOp | ast.Compare):
         for op in [*getattr(node, "ops", [])]:
@@ -129,10 +134,21 @@ def _check(node: ast.AST, source: str) -> None:
         children = node.values if isinstance(node, ast.BoolOp) else [node.left, *node.comparators]
         for child in children:
             _check(child, source)
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            for op, left, right in zip(node.ops, sides, sides[1:], strict=False):
+                problem = _compare_problem(op, left, right)
+                if problem:
+                    raise ConditionError(f"{bad}: {problem}")
     elif isinstance(node, ast.UnaryOp):
         if not isinstance(node.op, ast.Not | ast.USub):
             raise ConditionError(f"{bad}: operator {type(node.op).__name__} is not allowed")
         _check(node.operand, source)
+        kind = _kind(node.operand)
+        if isinstance(node.op, ast.USub) and kind is not None and kind not in (int, float):
+            raise ConditionError(
+                f"{bad}: unary minus needs a number, not {_kind_name(node.operand, kind)}"
+            )
     elif isinstance(node, ast.Name):
         if not _FIELD.fullmatch(node.id):
             raise ConditionError(
@@ -151,6 +167,76 @@ def _check(node: ast.AST, source: str) -> None:
         what = _NAMES.get(type(node), type(node).__name__)
         raise ConditionError(f"{bad}: {what} are not allowed (only fields, literals, "
                              "comparisons, and/or/not)")  # fmt: skip
+
+
+# --- what is decidable when a rule is saved ----------------------------------------------
+#
+# A sub-expression that reads no field has one value whatever the record holds, and a
+# comparison or ``not`` always gives a bool: when such a value can never take part in an
+# operation (``-True``, ``x in 5``, ``x < None``, ``5 in 'abc'``), the condition could never
+# evaluate for any event, so it is refused at save instead of failing every event.
+
+
+def _reads_fields(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) for n in ast.walk(node))
+
+
+def _kind(node: ast.AST) -> type | None:
+    """The type a checked sub-expression gives for every record, or None when fields decide."""
+    if not _reads_fields(node):
+        return type(_eval(node, {}))
+    if isinstance(node, ast.Compare) or (
+        isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
+    ):
+        return bool
+    if isinstance(node, ast.UnaryOp):  # unary minus on a field: int or float, or an error
+        return None
+    if isinstance(node, ast.BoolOp):  # and/or give one of their operands
+        kinds = {_kind(v) for v in node.values}
+        return kinds.pop() if len(kinds) == 1 else None
+    return None
+
+
+def _kind_name(node: ast.AST, kind: type) -> str:
+    if isinstance(node, ast.Compare):
+        return "a comparison"
+    return {type(None): "None", list: "a list"}.get(kind, kind.__name__)
+
+
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_NUMBERS = (int, float, bool)
+
+
+def _compare_problem(op: ast.cmpop, left: ast.expr, right: ast.expr) -> str | None:
+    """Why ``left op right`` could never be evaluated, or None when it can (or fields decide)."""
+    lk, rk = _kind(left), _kind(right)
+    if isinstance(op, ast.In | ast.NotIn):
+        if rk is not None and rk not in (str, list):
+            return f"'in' needs a text or a list on its right, not {_kind_name(right, rk)}"
+        if rk is str and lk is not None and lk is not str:
+            return f"'in' on a text needs a text on its left, not {_kind_name(left, lk)}"
+    elif isinstance(op, _ORDERING):
+        if type(None) in (lk, rk):
+            return "None cannot be ordered"
+        comparable = lk is rk or (lk in _NUMBERS and rk in _NUMBERS)
+        if lk is not None and rk is not None and not comparable:
+            return f"{_kind_name(left, lk)} and {_kind_name(right, rk)} cannot be ordered"
+    elif isinstance(op, ast.Is | ast.IsNot):
+        for side, kind in ((left, lk), (right, rk)):
+            if not _reads_fields(side) and kind not in (type(None), bool):
+                word, instead = ("is", "==") if isinstance(op, ast.Is) else ("is not", "!=")
+                assert kind is not None
+                return (
+                    f"'{word}' compares with None, True or False: use {instead} for "
+                    f"{_kind_name(side, kind)}"
+                )
+    if not _reads_fields(left) and not _reads_fields(right):
+        try:
+            _compare(op, _eval(left, {}), _eval(right, {}))
+        except (TypeError, ValueError):
+            what = "ordered" if isinstance(op, _ORDERING) else "compared"
+            return f"{ast.unparse(left)} and {ast.unparse(right)} cannot be {what}"
+    return None
 
 
 def _eval(node: ast.AST, record: Mapping[str, Any]) -> Any:
