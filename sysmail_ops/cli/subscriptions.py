@@ -76,7 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _run_options(run)
     run.set_defaults(handler=cmd_run)
 
-    due = acts.add_parser("run-due", help="run every due slot: what cron calls every few minutes")
+    due = acts.add_parser(
+        "run-due",
+        help="run every due slot and re-send deferred report mail: what cron calls every few "
+        "minutes (exit 1 when a run failed or a recipient was not delivered)",
+    )
     _run_options(due)
     due.set_defaults(handler=cmd_run_due)
 
@@ -161,11 +165,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _value(raw: str) -> Any:
+    """A JSON value, or the text as it is (also when too deep or a number too long)."""
     try:
         return parse_json(raw)
     except ValidationError:
         return raw
-    """A JSON value, or the text as it is (also when too deep or a number too long)."""
 
 
 def _pairs(items: list[str], what: str) -> dict[str, Any]:
@@ -364,8 +368,9 @@ def _now(raw: str | None) -> datetime | None:
 
 
 def _exit(results: list[subscription_runs.SlotResult]) -> int:
-    bad = any(g.status == "failed" for r in results for g in r.groups)
-    return 1 if bad else 0
+    """1 when a run failed or a recipient was not delivered (refused, or deferred to the
+    retry queue), as ``notify`` does; else 0."""
+    return 1 if subscription_runs.not_delivered(results) else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -378,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_run_due(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     results = subscription_runs.run_due(ws, now=_now(args.now), workers=args.workers, out=print)
-    if not results:
+    if not results and results.retried is None:
         print("nothing due")
     return _exit(results)
 

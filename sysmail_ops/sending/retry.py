@@ -9,8 +9,12 @@ queue lifetime (default 2 days), marking them failed.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -91,10 +95,34 @@ class RetryResult:
     batch_id: str
     counts: Counter[str] = field(default_factory=Counter)
     waiting: int = 0
+    busy: bool = False  # another retry of this workspace's queue was running: nothing done
 
     def summary(self) -> str:
+        if self.busy:
+            return f"retry-deferred {self.batch_id}: another retry is running; nothing done"
         done = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "none due"
         return f"retry-deferred {self.batch_id}: {done}; {self.waiting} still waiting"
+
+
+@contextmanager
+def queue_lock(ws: Workspace) -> Iterator[bool]:
+    """Hold the queue for one retry; yields False when another process holds it.
+
+    Two retries at once would both send the rows due (``retry-deferred`` from cron while
+    ``subscriptions run-due`` retries its own): the second one leaves them to the first.
+    """
+    folder = queue_dir(ws)
+    private.make_dirs(folder)
+    fd = private.open_append(folder / ".retry.lock")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def retry_deferred(
@@ -103,11 +131,37 @@ def retry_deferred(
     now: datetime | None = None,
     lifetime: timedelta = LIFETIME,
     timeout: float = 30.0,
+    key_prefix: str | None = None,
 ) -> RetryResult:
-    """Re-send deferred deliveries whose next attempt is due; give up past ``lifetime``."""
+    """Re-send deferred deliveries whose next attempt is due; give up past ``lifetime``.
+
+    ``key_prefix``: only deliveries whose key starts with it (``subscription:``). One retry
+    at a time per workspace: one started while another runs returns at once, ``busy``.
+    """
     now = now or utcnow()
     result = RetryResult(new_batch_id())
-    due = [r for r in list_deferred(ws) if r["next_attempt_at"] <= now]
+    with queue_lock(ws) as mine:
+        if not mine:
+            result.busy = True
+            return result
+        _retry_due(ws, now, lifetime, timeout, key_prefix, result)
+    return result
+
+
+def _retry_due(
+    ws: Workspace,
+    now: datetime,
+    lifetime: timedelta,
+    timeout: float,
+    key_prefix: str | None,
+    result: RetryResult,
+) -> None:
+    due = [
+        r
+        for r in list_deferred(ws)
+        if r["next_attempt_at"] <= now
+        and (key_prefix is None or (r["delivery_key"] or "").startswith(key_prefix))
+    ]
     by_account: dict[str, list[dict[str, Any]]] = {}
     for row in due:
         by_account.setdefault(row["account"], []).append(row)
@@ -120,9 +174,11 @@ def retry_deferred(
         bundle.close()
         journal.close()
     with ws.store.connect() as con:
-        waiting = con.execute("SELECT count(*) FROM deferred").fetchone()
+        waiting = con.execute(
+            "SELECT count(*) FROM deferred WHERE ? IS NULL OR starts_with(delivery_key, ?)",
+            [key_prefix, key_prefix],
+        ).fetchone()
     result.waiting = int(waiting[0]) if waiting else 0
-    return result
 
 
 def _retry_account(

@@ -10,6 +10,12 @@ once), and mails each recipient through the sending pipeline with the key
 ``run_due`` after a crash) mails only those not yet mailed. A failing
 notebook is recorded with its cell and error, and the owner gets one notice
 per slot.
+
+``run_due`` runs a slot once. A recipient whose server put the mail off (4xx,
+a dropped connection) waits in the retry queue, and every ``run_due`` re-sends
+the subscription mail there whose next attempt is due (the same bytes, so
+nobody gets it twice); a recipient refused for good (5xx) is mailed again only
+by an explicit ``run`` of the slot.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.mime import Attachment
 from sysmail_ops.sending import batch as sending
+from sysmail_ops.sending import retry
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped_empty")
+KEY_PREFIX = "subscription:"  # every delivery key of a subscription starts so
 FOREIGN_CLAIM_LEASE = timedelta(hours=12)  # a claim from another host is stale after this
 _HOST = socket.gethostname()
 
@@ -86,6 +94,23 @@ class SlotResult:
             f"{self.subscription} {self.slot:%Y-%m-%d %H:%M}Z: {len(self.groups)} run(s)"
             f" [{runs}], {sent} sent, {dup} already delivered, {bad} not delivered{tail}"
         )
+
+
+class DueResults(list[SlotResult]):
+    """What ``run_due`` did: the slots it ran, and its retry of deferred subscription mail."""
+
+    retried: retry.RetryResult | None = None
+
+
+def not_delivered(results: list[SlotResult]) -> bool:
+    """True when a run failed or a recipient was not delivered (refused or deferred), in
+    the slots or in ``run_due``'s retry: the CLI's exit code 1, as ``notify`` has it."""
+    for r in results:
+        for g in r.groups:
+            if g.status == "failed" or g.counts.get("failed") or g.counts.get("deferred"):
+                return True
+    retried = getattr(results, "retried", None)
+    return bool(retried and (retried.counts.get("failed") or retried.counts.get("deferred")))
 
 
 # --- claims -------------------------------------------------------------------------------
@@ -179,10 +204,15 @@ def run_due(
     now: datetime | None = None,
     workers: int = 2,
     out: Callable[[str], object] | None = None,
-) -> list[SlotResult]:
-    """Run every enabled subscription's due slot. Safe to call from cron every few minutes."""
+) -> DueResults:
+    """Run every enabled subscription's due slot, then re-send the deferred subscription mail
+    whose next attempt is due (past slots' too). Safe to call from cron every few minutes.
+
+    A recipient refused for good (5xx) is not retried here: ``run_now`` mails the slot's
+    missed recipients again.
+    """
     now = now or utcnow()
-    results = []
+    results = DueResults()
     for s in list_subscriptions(ws, enabled_only=True):
         slot = due_slot(ws, s, now)
         if slot is None:
@@ -191,7 +221,19 @@ def run_due(
         if out:
             out(result.summary())
         results.append(result)
+    retried = retry.retry_deferred(ws, now=now, key_prefix=KEY_PREFIX)
+    if retried.counts or retried.busy:
+        results.retried = retried
+        if out:
+            out(_retry_summary(retried))
     return results
+
+
+def _retry_summary(r: retry.RetryResult) -> str:
+    if r.busy:
+        return "deferred subscription mail: left to the retry-deferred running now"
+    done = ", ".join(f"{n} {s}" for s, n in sorted(r.counts.items()))
+    return f"deferred subscription mail: {done}; {r.waiting} still waiting"
 
 
 def run_now(
@@ -315,7 +357,7 @@ def build_deliveries(
         sending.Delivery(
             [addr],
             report_record(s, slot, output, addr, html_body=html_body),
-            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:{addr.lower()}" if keyed else None,
+            key=f"{KEY_PREFIX}{s.name}:{slot:%Y-%m-%dT%H:%MZ}:{addr.lower()}" if keyed else None,
             related=("subscription", s.name),
             attachments=attachments,
             inline_images=images,

@@ -99,6 +99,49 @@ def test_run_due_runs_and_history(run, added: Path, smtp_server: SMTPTestServer)
     assert run("subscriptions", "run-due", "--now", "tomorrow")[0] == 2
 
 
+def test_run_due_exits_1_when_not_delivered_then_retries_the_deferred_only(
+    run, added: Path, smtp_server: SMTPTestServer
+) -> None:  # type: ignore[no-untyped-def]
+    """A 550 and a 451 at the slot: run-due says so with exit 1. A later run-due re-sends
+    the deferred mail from the retry queue; the refused one waits for an explicit run."""
+    code, _, err = run(
+        "subscriptions", "edit", "rows", "--schedule", "0 * * * *", "--timezone", "UTC"
+    )
+    assert code == 0, err
+    # Hourly: the next full hour is a slot after the subscription was made, and the queue's
+    # times (taken from the clock) stay within its two-day lifetime.
+    hour = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1, minutes=1)
+    at = hour.strftime("%Y-%m-%dT%H:%MZ")
+    later = (hour + timedelta(minutes=45)).strftime("%Y-%m-%dT%H:%MZ")
+    smtp_server.reject_rcpt = {
+        "bo@example.com": "550 5.1.1 no such mailbox",
+        "li@example.com": "451 4.3.0 try again later",
+    }
+    code, out, err = run("subscriptions", "run-due", "--now", at)
+    assert code == 1, (out, err)
+    assert "2 sent, 0 already delivered, 2 not delivered" in out
+    assert sorted(r for m in smtp_server.messages for r in m.rcpt_tos) == [
+        "ana@example.com", "mo@example.com",
+    ]  # fmt: skip
+    smtp_server.reject_rcpt = {"bo@example.com": "550 5.1.1 no such mailbox"}
+    code, out, err = run("subscriptions", "run-due", "--now", later)
+    assert code == 0, (out, err)
+    assert out.strip().endswith("deferred subscription mail: 1 sent; 0 still waiting")
+    got = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert got == ["ana@example.com", "li@example.com", "mo@example.com"]  # not bo: a 5xx
+    code, out, _ = run("subscriptions", "run-due", "--now", later)
+    assert (code, out.strip()) == (0, "nothing due")
+    # An explicit run mails the refused one again: refused again, exit 1 as well ...
+    code, out, _ = run("subscriptions", "run", "rows", "--now", later)
+    assert code == 1 and "0 sent, 3 already delivered, 1 not delivered" in out
+    # ... and once the mailbox is back, it gets the report; nobody gets it twice.
+    smtp_server.reject_rcpt = {}
+    code, out, _ = run("subscriptions", "run", "rows", "--now", later)
+    assert code == 0 and "1 sent, 3 already delivered, 0 not delivered" in out
+    got = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert got == ["ana@example.com", "bo@example.com", "li@example.com", "mo@example.com"]
+
+
 def test_preview_and_test_send(
     run, added: Path, ws: Workspace, smtp_server: SMTPTestServer
 ) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,8 @@ from smtp_testserver import SMTPTestServer
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, ValidationError
+from sysmail_ops.sending import retry
+from sysmail_ops.sending.batch import SendOptions, send
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.subscriptions import model as subscriptions
 from sysmail_ops.subscriptions import runs as subscription_runs
@@ -227,6 +229,38 @@ def test_rerun_mails_only_those_missed(
         "bo@example.com": 1,
         "li@example.com": 1,
     }
+
+
+def test_run_due_retries_deferred_subscription_mail_once_and_only_its_own(
+    ws: Workspace, reports_account: Any, smtp_server: SMTPTestServer
+) -> None:
+    """run-due re-sends the deferred mail of subscriptions (not other use cases'), and never
+    while another retry of the queue runs: both would send the same rows."""
+    templates.add_template(ws, "note", object_type="contact", subject="Hi", html="<p>Hi</p>")
+    smtp_server.reject_rcpt = {"li@example.com": "451 4.3.0 later", "ed@example.com": "421 busy"}
+    fast = SendOptions(backoff=0.01)
+    key = "subscription:daily-rows:2026-11-30T07:00Z:li@example.com"
+    send(ws, "reports", "note", to="li@example.com", record={}, key=key, options=fast)
+    send(ws, "reports", "note", to="ed@example.com", record={}, key="case-7", options=fast)
+    assert len(retry.list_deferred(ws)) == 2 and smtp_server.messages == []
+    smtp_server.reject_rcpt = {}
+    later = utcnow() + timedelta(hours=1)
+    with retry.queue_lock(ws) as mine:  # a retry-deferred from cron is running
+        assert mine
+        results = subscription_runs.run_due(ws, now=later)
+        assert results == [] and results.retried is not None and results.retried.busy
+        assert "left to the retry-deferred running now" in subscription_runs._retry_summary(
+            results.retried
+        )
+        assert retry.retry_deferred(ws, now=later).busy
+    assert smtp_server.messages == []
+    results = subscription_runs.run_due(ws, now=later)
+    assert results.retried is not None and results.retried.counts == {"sent": 1}
+    assert results.retried.waiting == 0 and not subscription_runs.not_delivered(results)
+    assert [list(m.rcpt_tos) for m in smtp_server.messages] == [["li@example.com"]]
+    assert [r["delivery_key"] for r in retry.list_deferred(ws)] == ["case-7"]  # not ours
+    again = subscription_runs.run_due(ws, now=later)
+    assert again == [] and again.retried is None  # nothing due: nothing to say
 
 
 def test_a_failing_report_is_recorded_and_the_owner_told_once(
