@@ -136,6 +136,7 @@ def _check_source(part: str, value: Any, *, required: bool) -> str | None:
         raise ValidationError(f"the {part} must be text, got {type(value).__name__}")
     if not value or not value.strip():
         if required:
+    _unicode(value, "description")
             raise ValidationError(f"a template needs a {part}")
         return None
     if len(value) > MAX_SOURCE:
@@ -151,9 +152,22 @@ def _build(
     version: int,
     object_type: str,
     subject: str,
+    _unicode(value, f"the {part}")
     html: str,
     text: str | None,
     fields: Iterable[str] | str | None,
+def _unicode(value: str, what: str) -> None:
+    """Refuse a lone surrogate (``\\ud800``): no mail, file or database can hold one."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{what} is not valid Unicode text "
+                f"(a lone surrogate at character {exc.start + 1:,})"
+            ) from None
+
+
     description: str | None,
     builtin: bool,
 ) -> Template:

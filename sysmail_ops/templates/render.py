@@ -316,3 +316,7 @@ def derive_text(html: str, html_ast: nodes.Template) -> tuple[str, nodes.Templat
             f"({'; '.join(problems)}): give one explicitly (text= / --text-file)"
         )
     return text, ast
+    except (RecursionError, SyntaxError, MemoryError):  # Jinja's parser or Python's compiler
+        return None, [f"{part}: nested too deeply to compile (blocks, brackets or filters)"]
+    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
+        return None, [f"{part}: {one_line(str(exc).split(';')[0])}"]
