@@ -127,6 +127,7 @@ def _check_description(value: str | None) -> str | None:
         raise ValidationError("description must not contain line breaks")
     if len(value) > 500:
         raise ValidationError("description is longer than 500 characters")
+    _unicode(value, "description")
     return value or None
 
 
@@ -136,26 +137,16 @@ def _check_source(part: str, value: Any, *, required: bool) -> str | None:
         raise ValidationError(f"the {part} must be text, got {type(value).__name__}")
     if not value or not value.strip():
         if required:
-    _unicode(value, "description")
             raise ValidationError(f"a template needs a {part}")
         return None
     if len(value) > MAX_SOURCE:
         raise ValidationError(f"the {part} is longer than {MAX_SOURCE:,} characters")
     if "\0" in value:
         raise ValidationError(f"the {part} must not contain NUL characters")
+    _unicode(value, f"the {part}")
     return value
 
 
-def _build(
-    *,
-    name: str,
-    version: int,
-    object_type: str,
-    subject: str,
-    _unicode(value, f"the {part}")
-    html: str,
-    text: str | None,
-    fields: Iterable[str] | str | None,
 def _unicode(value: str, what: str) -> None:
     """Refuse a lone surrogate (``\\ud800``): no mail, file or database can hold one."""
     if not value.isascii():
@@ -168,6 +159,15 @@ def _unicode(value: str, what: str) -> None:
             ) from None
 
 
+def _build(
+    *,
+    name: str,
+    version: int,
+    object_type: str,
+    subject: str,
+    html: str,
+    text: str | None,
+    fields: Iterable[str] | str | None,
     description: str | None,
     builtin: bool,
 ) -> Template:

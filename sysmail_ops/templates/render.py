@@ -111,6 +111,10 @@ def analyse(part: str, source: str) -> tuple[nodes.Template | None, list[str]]:
         env.compile(ast)  # unknown filters and tests are reported here
     except jinja2.TemplateSyntaxError as exc:
         return None, [f"{part} line {exc.lineno}: {one_line(exc.message or str(exc))}"]
+    except (RecursionError, SyntaxError, MemoryError):  # Jinja's parser or Python's compiler
+        return None, [f"{part}: nested too deeply to compile (blocks, brackets or filters)"]
+    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
+        return None, [f"{part}: {one_line(str(exc).split(';')[0])}"]
     unsafe = []  # outermost first: reversed, a chain reads in source order
     for node in reversed(list(ast.find_all((nodes.Getattr, nodes.Getitem)))):
         attr: Any = None
@@ -316,7 +320,3 @@ def derive_text(html: str, html_ast: nodes.Template) -> tuple[str, nodes.Templat
             f"({'; '.join(problems)}): give one explicitly (text= / --text-file)"
         )
     return text, ast
-    except (RecursionError, SyntaxError, MemoryError):  # Jinja's parser or Python's compiler
-        return None, [f"{part}: nested too deeply to compile (blocks, brackets or filters)"]
-    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
-        return None, [f"{part}: {one_line(str(exc).split(';')[0])}"]
