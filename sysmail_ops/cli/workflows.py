@@ -13,6 +13,8 @@ from sysmail_ops.cli.output import print_fields, print_json, print_table, safe
 from sysmail_ops.config import directory
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.flows import notifications as workflows
+from sysmail_ops.flows.events import MAX_EVENTS_BYTES
+from sysmail_ops.inputs import open_input
 
 RECIPIENT_HELP = (
     "an address, field:NAME (an address in the event's record) or role:ROLE (the people of "
@@ -26,13 +28,14 @@ Handle flow events: each line of the input is one JSON object
    "occurred_at": "2026-11-28T10:00:00Z", "record": {"applicant_email": "..."}}
 Every enabled rule that matches mails its recipients once per event id, even
 when the same event arrives again. A bad line is reported and recorded; the
-other lines still go out.
+other lines still go out. A line is at most 1 MiB (JSON nested at most 64
+deep); the input at most 64 MiB: a longer stream stops there with one error.
 
 exit status:
   0  every event was mailed (or already was), or matched no rule
   1  some event had an error, or one of its sends failed or was deferred
      (deferred mail is retried by retry-deferred; sending the events again is safe)
-  2  the input could not be read (no such file) or bad usage
+  2  the input could not be read (no such file, a file over 64 MiB) or bad usage
 """
 
 
@@ -270,9 +273,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
         results = workflows.notify_jsonl(ws, stdin, source="stdin")
     else:
         path = Path(args.events)
-        if not path.is_file():
-            raise ValidationError(f"events file {path} does not exist")
-        with path.open("rb") as fh:
+        # A regular file over the cap is refused before anything is read or sent; a stream
+        # (a pipe, /dev/zero) is read line by line up to the same cap (events.parse_lines).
+        with open_input(path, "events file", MAX_EVENTS_BYTES) as fh:
             results = workflows.notify_jsonl(ws, fh, source=path.name)
     if args.json:
         print_json([r.to_dict() for r in results])

@@ -19,6 +19,7 @@ from sysmail_ops.cli.templates import MAX_TEMPLATE_FILE_BYTES
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.flows import notifications as workflows
+from sysmail_ops.flows.events import MAX_EVENT_LINE_BYTES, MAX_EVENTS_BYTES
 from sysmail_ops.inputs import (
     MAX_DOCUMENT_BYTES,
     MAX_JSON_DEPTH,
@@ -30,11 +31,15 @@ from sysmail_ops.records import sendlog
 from sysmail_ops.templates import catalog as templates
 
 
-def cli(ws: Workspace, *argv: str) -> subprocess.CompletedProcess[str]:
+def cli_argv(ws: Workspace) -> list[str]:
     exe = shutil.which("sysmail-ops", path=str(Path(sys.executable).parent))
     assert exe
+    return [exe, "--home", str(ws.home)]
+
+
+def cli(ws: Workspace, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [exe, "--home", str(ws.home), *argv],
+        [*cli_argv(ws), *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -311,3 +316,45 @@ def test_subscription_recipients_files_and_parameters(
     shown = json.loads(run("subscriptions", "show", "rows", "--json")[1])
     assert shown["parameters"] == {"rows": "[" * 5000, "region": "1" * 5000}
     assert shown["recipients"][0]["parameters"] == {"rows": "[" * 5000, "region": "9" * 5000}
+
+
+def test_notify_reads_an_events_stream_that_never_ends_up_to_its_cap(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    proc = cli(ws, "notify", "--events", str(zero))
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"zero.jsonl line 1: error: a line is longer than {MAX_EVENT_LINE_BYTES // 2**20} MiB",
+        f"zero.jsonl: error: stopped reading: the events are larger than "
+        f"{MAX_EVENTS_BYTES // 2**20} MiB",
+        "2 event(s): 0 ok, 2 with a problem",
+    ]
+    with Path("/dev/zero").open("rb") as stdin:
+        piped = subprocess.run(
+            [*cli_argv(ws), "notify", "--events", "-"],
+            stdin=stdin,
+            capture_output=True,
+            timeout=120,
+        )
+    assert piped.returncode == 1 and b"stdin: error: stopped reading" in piped.stdout
+
+
+def test_notify_refuses_an_events_file_over_its_cap_or_unreadable(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.jsonl"
+    with big.open("wb") as fh:
+        fh.truncate(2 * 1024**3)
+    proc = cli(ws, "notify", "--events", str(big))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == (
+        f"sysmail-ops: error: events file {big} is larger than {MAX_EVENTS_BYTES // 2**20} MiB\n"
+    )
+    proc = cli(ws, "notify", "--events", str(tmp_path))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == f"sysmail-ops: error: cannot read events file {tmp_path}: Is a directory\n"
+    )
+    assert workflows.list_events(ws) == []
