@@ -8,16 +8,20 @@ default, so a new workspace needs no set-up.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.store.database import utcnow
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def _url(value: Any) -> str:
@@ -39,6 +43,41 @@ def _url(value: Any) -> str:
     except ValueError:
         raise ValidationError(f"public_base_url has a bad port: {text[:80]!r}") from None
     return text.rstrip("/")
+
+
+def _whole(name: str, unit: str, low: int, high: int) -> Callable[[Any], int]:
+    """A whole number from ``low`` to ``high`` (``5000000``, ``5_000_000`` or ``5,000,000``)."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValidationError(f"{name} takes a whole number of {unit}, got {value!r}")
+        text = str(value).strip().replace(",", "").replace("_", "")
+        if not text.isdigit() or len(text) > 12:
+            raise ValidationError(f"{name} takes a whole number of {unit}, got {str(value)[:40]!r}")
+        n = int(text)
+        if not low <= n <= high:
+            raise ValidationError(f"{name} must be from {low:,} to {high:,} {unit}, got {n:,}")
+        return n
+
+    return check
+
+
+def _seconds(name: str, low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValidationError(f"{name} takes a number of seconds, got {value!r}")
+        text = str(value).strip().removesuffix("s").strip()
+        try:
+            n = float(text) if len(text) <= 20 else math.nan
+        except ValueError:
+            n = math.nan
+        if not math.isfinite(n):
+            raise ValidationError(f"{name} takes a number of seconds, got {str(value)[:40]!r}")
+        if not low <= n <= high:
+            raise ValidationError(f"{name} must be from {low:g} to {high:g} seconds, got {n:g}")
+        return n
+
+    return check
 
 
 def _days(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -90,6 +129,25 @@ DEFINITIONS: dict[str, Definition] = {
             _days("survey_quiet_days", 0, 3650),
             "a contact surveyed in the last N days is not surveyed again (0: no rule)",
         ),
+        Definition(
+            "render_time_limit",
+            2.0,
+            _seconds("render_time_limit", 0.05, 60),
+            "seconds one template render (subject, HTML and text) may take",
+        ),
+        Definition(
+            "render_output_limit",
+            5_000_000,
+            _whole("render_output_limit", "characters", 1_000, 100_000_000),
+            "characters one render may output; also the largest value a template may build "
+            "(and all it builds may total 4 times this)",
+        ),
+        Definition(
+            "render_loop_limit",
+            100_000,
+            _whole("render_loop_limit", "iterations", 10, 10_000_000),
+            "loop iterations one render may run, all its loops together",
+        ),
     )
 }
 
@@ -115,14 +173,18 @@ def _definition(name: str) -> Definition:
         ) from None
 
 
-def _stored(ws: Workspace, name: str | None = None) -> dict[str, tuple[str, datetime]]:
+def _stored(
+    ws: Workspace, name: str | None = None, *, con: duckdb.DuckDBPyConnection | None = None
+) -> dict[str, tuple[str, datetime]]:
+    if con is None:
+        with ws.store.connect() as con:
+            return _stored(ws, name, con=con)
     sql = "SELECT key, value, updated_at FROM settings"
     params: list[Any] = []
     if name is not None:
         sql += " WHERE key = ?"
         params.append(name)
-    with ws.store.connect() as con:
-        return {k: (v, t) for k, v, t in con.execute(sql, params).fetchall()}
+    return {k: (v, t) for k, v, t in con.execute(sql, params).fetchall()}
 
 
 # db path -> (read at, stored values): a mail merge asks per recipient, the store
@@ -131,23 +193,26 @@ CACHE_SECONDS = 5.0
 _CACHE: dict[str, tuple[float, dict[str, tuple[str, datetime]]]] = {}
 
 
-def _cached(ws: Workspace) -> dict[str, tuple[str, datetime]]:
+def _cached(
+    ws: Workspace, con: duckdb.DuckDBPyConnection | None = None
+) -> dict[str, tuple[str, datetime]]:
     key = str(ws.db_path)
     hit = _CACHE.get(key)
     now = time.monotonic()
     if hit is None or now - hit[0] > CACHE_SECONDS:
-        hit = (now, _stored(ws))
+        hit = (now, _stored(ws, con=con))
         _CACHE[key] = hit
     return hit[1]
 
 
-def get_setting(ws: Workspace, name: str) -> Any:
+def get_setting(ws: Workspace, name: str, *, con: duckdb.DuckDBPyConnection | None = None) -> Any:
     """The value of one setting (its default when never set), as its type.
 
-    Read through a cache of a few seconds, since a batch asks once per message.
+    Read through a cache of a few seconds, since a batch asks once per message;
+    ``con`` reuses an open store connection when the cache must be filled.
     """
     d = _definition(name)
-    row = _cached(ws).get(name)
+    row = _cached(ws, con).get(name)
     if row is None:
         return d.default
     try:

@@ -204,11 +204,12 @@ class _Notifier:
     def _unrenderable(self, rule: Rule, items: list[tuple[int, Delivery]]) -> dict[int, str]:
         """The events whose record the rule's template cannot render, with why."""
         compiled = templates.compile_template(templates.get_template(self.ws, rule.template))
+        budget = templates.render_budget(self.ws)
         bad: dict[int, str] = {}
         for n, d in items:
             if n not in bad:
                 try:
-                    compiled.render(d.record)
+                    compiled.render(d.record, budget)
                 except SysmailError as exc:
                     bad[n] = f"rule {rule.name}: {exc}"
         return bad

@@ -27,6 +27,7 @@ from sysmail_ops.sending.delivery import Delivery, personal_unsubscribe
 from sysmail_ops.sending.engine import BatchSender, SendOptions, SendResult
 from sysmail_ops.sending.links import unsubscribe_url
 from sysmail_ops.sending.worker import AUTO_THRESHOLD
+from sysmail_ops.templates import catalog as templates
 
 __all__ = [
     "Delivery",
@@ -148,8 +149,9 @@ def send_batch(
 ) -> SendResult:
     """Send ``template`` to every record (one message each) through ``account``.
 
-    Every record is checked first (address, key, the fields the template uses);
-    any bad record stops the batch before anything is sent or written. A file
+    Every record is checked first (address, key, the fields the template uses, and
+    that it renders within the render budget); any bad record stops the batch
+    before anything is sent or written. A file
     is read twice, so memory does not grow with its length. With
     ``unsubscribe_links`` each message gets its recipient's own unsubscribe
     link (``links.unsubscribe_url``): in ``List-Unsubscribe`` and as the
@@ -193,6 +195,11 @@ def send_batch(
             missing = [f for f in needed if f not in d.record]
             if missing:
                 problems.append(f"record {total}: missing field(s) {', '.join(sorted(missing))}")
+            else:  # a record that makes the template go over its render budget
+                try:
+                    sender.composer.check_budget(d.record)
+                except templates.RenderBudgetError as exc:
+                    problems.append(f"record {total}: {exc}")
             if len(problems) >= 5:
                 break
         if problems:

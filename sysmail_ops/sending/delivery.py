@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sysmail_ops.config.accounts import Account
-from sysmail_ops.errors import ValidationError
+from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.headers import check_link, list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
 from sysmail_ops.templates import catalog as templates
@@ -57,20 +57,37 @@ def account_list_unsubscribe(a: Account) -> dict[str, str]:
 
 
 class Composer:
-    """Builds the messages of one batch: one account, one template version."""
+    """Builds the messages of one batch: one account, one template version, every render
+    under ``budget`` (the workspace's ``templates.render_budget``)."""
 
-    def __init__(self, account: Account, template: templates.Template):
+    def __init__(
+        self,
+        account: Account,
+        template: templates.Template,
+        budget: templates.Budget = templates.DEFAULT_BUDGET,
+    ):
         self.account = account
         self.template = template
+        self.budget = budget
         self.compiled = templates.compile_template(template)
         self.extra_headers = account_list_unsubscribe(account)
 
     def __getstate__(self) -> dict[str, Any]:
         # The compiled Jinja code does not pickle; the other side compiles the source again.
-        return {"account": self.account, "template": self.template}
+        return {"account": self.account, "template": self.template, "budget": self.budget}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["account"], state["template"])  # type: ignore[misc]
+        self.__init__(state["account"], state["template"], state["budget"])  # type: ignore[misc]
+
+    def check_budget(self, record: Mapping[str, Any]) -> None:
+        """Render ``record`` (no CSS, no message) and raise ``RenderBudgetError`` if that goes
+        over the budget; any other render error is left for sending to report."""
+        try:
+            self.compiled.render(record, self.budget, inline=False)
+        except templates.RenderBudgetError:
+            raise
+        except SysmailError:
+            pass
 
     def headers(self, d: Delivery) -> Mapping[str, str]:
         """The account's extra headers, then the delivery's own (which win)."""
@@ -91,7 +108,7 @@ class Composer:
 
     def prepare(self, d: Delivery) -> tuple[Composed, str]:
         """Render and compose one delivery (message and subject); raises on bad input."""
-        rendered = self.compiled.render(d.record)
+        rendered = self.compiled.render(d.record, self.budget)
         composed = compose(
             from_addr=self.account.from_address,
             from_name=self.account.display_name,

@@ -130,10 +130,11 @@ class BatchSender:
                 f"unknown use case {use_case!r}: choose one of {', '.join(sendlog.USE_CASES)}"
             )
         self.ws = ws
-        with ws.store.connect() as con:  # one store visit (~30 ms each) for both
+        with ws.store.connect() as con:  # one store visit (~30 ms each) for all three
             self.account = accounts_mod.get_account(ws, account, con=con)
             self.template = templates.get_template(ws, template, template_version, con=con)
-        self.composer = Composer(self.account, self.template)
+            budget = templates.render_budget(ws, con=con)
+        self.composer = Composer(self.account, self.template, budget)
         self.compiled = self.composer.compiled
         self.use_case = use_case
         self.opt = options

@@ -6,9 +6,12 @@ May import: ``config``, ``mail``, ``store``, ``errors``.
 
 from sysmail_ops.templates import catalog, render
 from sysmail_ops.templates.catalog import (
+    DEFAULT_BUDGET,
     MAX_SOURCE,
     PARTS,
+    Budget,
     CompiledTemplate,
+    RenderBudgetError,
     Rendered,
     Template,
     add_template,
@@ -22,13 +25,17 @@ from sysmail_ops.templates.catalog import (
     list_versions,
     preview,
     remove_template,
+    render_budget,
 )
 from sysmail_ops.templates.render import html_to_text
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "MAX_SOURCE",
     "PARTS",
+    "Budget",
     "CompiledTemplate",
+    "RenderBudgetError",
     "Rendered",
     "Template",
     "add_template",
@@ -45,4 +52,5 @@ __all__ = [
     "preview",
     "remove_template",
     "render",
+    "render_budget",
 ]

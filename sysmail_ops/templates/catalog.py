@@ -29,21 +29,30 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sysmail_ops.config.settings import get_setting
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name
 from sysmail_ops.store.references import users_of
 from sysmail_ops.templates.render import (
+    ACTIVE,
     BAD_SUBJECT,
+    Meter,
+    OverBudget,
     analyse,
     derive_text,
+    emit,
     environments,
     fields_used,
     inline_once,
     inline_rendered,
+    metered,
     one_line,
 )
-from sysmail_ops.templates.render import html_to_text as html_to_text  # public API, re-exported
+from sysmail_ops.templates.render import DEFAULT_BUDGET as DEFAULT_BUDGET  # public, re-exported
+from sysmail_ops.templates.render import Budget as Budget
+from sysmail_ops.templates.render import RenderBudgetError as RenderBudgetError
+from sysmail_ops.templates.render import html_to_text as html_to_text
 
 if TYPE_CHECKING:  # Jinja2 loads with the first template (render.environments)
     import duckdb
@@ -170,6 +179,7 @@ def _build(
     fields: Iterable[str] | str | None,
     description: str | None,
     builtin: bool,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> Template:
     """Check every part of a new version and prepare what is stored; writes nothing."""
     name = check_name(name, "template name")
@@ -191,9 +201,12 @@ def _build(
                 asts[part] = ast
     if problems:
         raise TemplateError(f"template {name!r}: {'; '.join(problems)}")
+    sources = {"subject": subject, "html": html, "text": text}
+    _trial(f"template {name!r} v{version}", sources, budget)
     derived = text is None
     if text is None:
         text, asts["text"] = derive_text(html, asts["html"])
+        _trial(f"template {name!r} v{version}", {"text": text}, budget)
     if declared is not None:
         undeclared = sorted(fields_used(asts.values()) - set(declared))
         if undeclared:
@@ -217,6 +230,26 @@ def _build(
         created_at=utcnow(),
         description=description,
     )
+
+
+def _trial(label: str, sources: Mapping[str, str | None], budget: Budget) -> None:
+    """Render the parts without a record (unknown fields are blank) under the budget.
+
+    A part that goes over the budget whatever the record (a huge format width, nested
+    loops over ranges) is refused when saved. Any other failure is left to the checks
+    made per record: it may well depend on the record.
+    """
+    envs = environments()
+    with metered(Meter(budget)) as meter:
+        for part, source in sources.items():
+            if source is None:
+                continue
+            try:
+                emit(envs.lenient.from_string(source), {}, meter)
+            except OverBudget as exc:
+                raise RenderBudgetError(f"{label} {part}: over the render budget: {exc}") from None
+            except Exception:  # noqa: S112 - only the budget is checked here
+                continue
 
 
 # --- the fast path ------------------------------------------------------------------------
@@ -262,21 +295,37 @@ class CompiledTemplate:
     def __str__(self) -> str:
         return f"template {self.name!r} v{self.version}"
 
-    def render(self, record: Mapping[str, Any]) -> Rendered:
-        """Subject (one line, stripped), HTML (autoescaped, CSS inlined) and text for a record."""
-        subject = self._run("subject", self._subject, record).strip()
-        if BAD_SUBJECT.search(subject):
-            raise TemplateError(
-                f"{self}: the rendered subject contains a line break (header injection refused)"
-            )
-        html = self._run("html", self._html, record)
-        if self._inline_after:
-            html = inline_rendered(html)
-        return Rendered(subject, html, self._run("text", self._text, record))
+    def render(
+        self, record: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET, *, inline: bool = True
+    ) -> Rendered:
+        """Subject (one line, stripped), HTML (autoescaped, CSS inlined) and text for a record.
 
-    def _run(self, part: str, template: jinja2.Template, record: Mapping[str, Any]) -> str:
+        The three parts together run under ``budget`` (time, output, loop iterations);
+        going over it raises ``RenderBudgetError``. ``inline=False`` leaves the CSS as it
+        is (a check that the record renders, not a message).
+        """
+        meter = Meter(budget)
+        previous = getattr(ACTIVE, "meter", None)
+        ACTIVE.meter = meter  # what the sandbox's hooks count against (``metered``, inlined)
         try:
-            return template.render(record)
+            subject = self._run("subject", self._subject, record, meter).strip()
+            if BAD_SUBJECT.search(subject):
+                raise TemplateError(
+                    f"{self}: the rendered subject contains a line break (header injection refused)"
+                )
+            html = self._run("html", self._html, record, meter)
+            text = self._run("text", self._text, record, meter)
+        finally:
+            ACTIVE.meter = previous
+        if inline and self._inline_after:
+            html = inline_rendered(html)
+        return Rendered(subject, html, text)
+
+    def _run(
+        self, part: str, template: jinja2.Template, record: Mapping[str, Any], meter: Meter
+    ) -> str:
+        try:
+            return emit(template, record, meter)
         except Exception as exc:
             raise self._error(part, exc) from None
 
@@ -285,6 +334,8 @@ class CompiledTemplate:
         import jinja2
         from jinja2.sandbox import SecurityError
 
+        if isinstance(exc, OverBudget):
+            return RenderBudgetError(f"{self} {part}: over the render budget: {exc}")
         if isinstance(exc, SecurityError):
             return TemplateError(f"{self} {part}: refused by the sandbox: {exc}")
         if isinstance(exc, jinja2.UndefinedError):
@@ -293,6 +344,16 @@ class CompiledTemplate:
                 return TemplateError(f"{self} {part}: field `{m[1]}` is missing from the record")
             return TemplateError(f"{self} {part}: {one_line(str(exc))}")
         return TemplateError(f"{self} {part}: {type(exc).__name__}: {one_line(str(exc))}")
+
+
+def render_budget(ws: Workspace, *, con: duckdb.DuckDBPyConnection | None = None) -> Budget:
+    """The workspace's render budget: ``render_time_limit``, ``render_output_limit`` and
+    ``render_loop_limit`` (``sysmail-ops settings``). ``con`` reuses an open connection."""
+    return Budget(
+        seconds=get_setting(ws, "render_time_limit", con=con),
+        output=get_setting(ws, "render_output_limit", con=con),
+        loops=get_setting(ws, "render_loop_limit", con=con),
+    )
 
 
 @lru_cache(maxsize=256)
@@ -416,6 +477,7 @@ def add_template(
         fields=fields,
         description=description,
         builtin=False,
+        budget=render_budget(ws),
     )
     _save(ws, t, after=0)
     return t
@@ -445,7 +507,13 @@ def edit_template(ws: Workspace, name: str, /, **changes: Any) -> Template:
     values.update(changes)
     if "text" not in changes and current.text_derived:
         values["text"] = None  # derived again from the (maybe new) HTML
-    t = _build(name=name, version=current.version + 1, builtin=current.builtin, **values)
+    t = _build(
+        name=name,
+        version=current.version + 1,
+        builtin=current.builtin,
+        budget=render_budget(ws),
+        **values,
+    )
     if all(getattr(t, k) == getattr(current, k) for k in (*_EDITABLE, "text_derived")):
         return current
     _save(ws, t, after=current.version)
@@ -474,7 +542,7 @@ def preview(
         raise ValidationError(
             f"a record must be a mapping of field names to values, got {type(record).__name__}"
         )
-    return compile_template(get_template(ws, name, version)).render(record)
+    return compile_template(get_template(ws, name, version)).render(record, render_budget(ws))
 
 
 def check(ws: Workspace, name: str) -> dict[str, Any]:

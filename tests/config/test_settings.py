@@ -19,7 +19,14 @@ def test_defaults_without_any_row(ws: Workspace) -> None:
     assert settings.get_setting(ws, "survey_token_days") == 30
     assert settings.get_setting(ws, "survey_quiet_days") == 30
     listed = {s.name: s for s in settings.list_settings(ws)}
-    assert list(listed) == ["public_base_url", "survey_token_days", "survey_quiet_days"]
+    assert list(listed) == [
+        "public_base_url",
+        "survey_token_days",
+        "survey_quiet_days",
+        "render_time_limit",
+        "render_output_limit",
+        "render_loop_limit",
+    ]
     assert all(s.is_default and s.updated_at is None for s in listed.values())
     assert stored_rows(ws) == []
 
