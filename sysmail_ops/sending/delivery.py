@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sysmail_ops.config.accounts import Account
-from sysmail_ops.errors import SysmailError, ValidationError
+from sysmail_ops.errors import ValidationError
 from sysmail_ops.mail.headers import check_link, list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
 from sysmail_ops.templates import catalog as templates
@@ -80,14 +80,9 @@ class Composer:
         self.__init__(state["account"], state["template"], state["budget"])  # type: ignore[misc]
 
     def check_budget(self, record: Mapping[str, Any]) -> None:
-        """Render ``record`` (no CSS, no message) and raise ``RenderBudgetError`` if that goes
-        over the budget; any other render error is left for sending to report."""
-        try:
-            self.compiled.render(record, self.budget, inline=False)
-        except templates.RenderBudgetError:
-            raise
-        except SysmailError:
-            pass
+        """Raise ``RenderBudgetError`` if rendering ``record`` goes over the budget; any
+        other render error is left for sending to report."""
+        self.compiled.check_budget(record, self.budget)
 
     def headers(self, d: Delivery) -> Mapping[str, str]:
         """The account's extra headers, then the delivery's own (which win)."""

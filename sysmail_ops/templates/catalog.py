@@ -48,6 +48,7 @@ from sysmail_ops.templates.render import (
     inline_rendered,
     metered,
     one_line,
+    shape_of,
 )
 from sysmail_ops.templates.render import DEFAULT_BUDGET as DEFAULT_BUDGET  # public, re-exported
 from sysmail_ops.templates.render import Budget as Budget
@@ -261,7 +262,16 @@ class CompiledTemplate:
     ``fields_used`` holds the top-level record fields it reads (subject, HTML, text).
     """
 
-    __slots__ = ("_html", "_inline_after", "_subject", "_text", "fields_used", "name", "version")
+    __slots__ = (
+        "_html",
+        "_inline_after",
+        "_shape",
+        "_subject",
+        "_text",
+        "fields_used",
+        "name",
+        "version",
+    )
 
     def __init__(self, t: Template):
         import jinja2
@@ -288,6 +298,7 @@ class CompiledTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{self}: line {exc.lineno}: {one_line(str(exc))}") from None
         self.fields_used: frozenset[str] = frozenset(fields_used(asts.values()))
+        self._shape = shape_of(asts.values())
 
     def __repr__(self) -> str:
         return f"<CompiledTemplate {self.name} v{self.version}>"
@@ -320,6 +331,19 @@ class CompiledTemplate:
         if inline and self._inline_after:
             html = inline_rendered(html)
         return Rendered(subject, html, text)
+
+    def check_budget(self, record: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET) -> None:
+        """Raise ``RenderBudgetError`` if rendering ``record`` goes over ``budget``; other
+        render errors are left to the render that sends. A template that only substitutes
+        and loops over record data is not rendered when the record is too small to matter."""
+        if self._shape is not None and self._shape.fits(record, budget):
+            return
+        try:
+            self.render(record, budget, inline=False)
+        except RenderBudgetError:
+            raise
+        except TemplateError:
+            pass
 
     def _run(
         self, part: str, template: jinja2.Template, record: Mapping[str, Any], meter: Meter

@@ -178,6 +178,23 @@ _namespace: list[type] = []  # jinja2.utils.Namespace, once Jinja2 is loaded
 
 
 def _size(value: Any, limit: int, memo: dict[int, tuple[Any, int]], depth: int) -> int:
+    kind = type(value)  # the common exact types first: records are mostly these
+    if kind is str:
+        return len(value)
+    if kind is int:
+        return value.bit_length() * 3 // 10 + 2
+    if kind is float or kind is bool or value is None:
+        return 24
+    if (kind is dict or kind is list) and depth <= _DEEPEST and len(value) <= 64:
+        total = 2
+        for item in value.values() if kind is dict else value:
+            total += _size(item, limit, memo, depth + 1) + 2
+            if total > limit:
+                return total
+        if kind is dict:
+            for key in value:
+                total += _size(key, limit, memo, depth + 1) + 2
+        return total
     if isinstance(value, str | bytes | bytearray):
         return len(value)
     if isinstance(value, _SIZED_SCALARS):
@@ -474,6 +491,99 @@ def _checked_value(value: Any) -> Any:
     meter = current_meter()
     meter.tick()
     return meter.made(value, "a literal")
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A template that only substitutes, tests and loops over record data (no calls,
+    filters, operators, literals or macros): what bounds its work for a given record.
+
+    Index ``i`` of each tuple is about what sits inside ``i`` nested loops.
+    """
+
+    data: tuple[int, ...]  # characters of constant text
+    expressions: tuple[int, ...]  # expressions output
+    loops: tuple[int, ...]  # ``for`` tags (a loop at index i runs inside i - 1 others)
+    nodes: int  # nodes of the whole tree: the largest weight a loop body can have
+
+    def fits(self, record: Mapping[str, Any], budget: Budget) -> bool:
+        """Whether every render of ``record`` stays within ``budget``, whatever it holds:
+        a loop runs at most once per character or item of the record, and each value
+        printed is part of the record, at most 10 times longer once escaped or quoted."""
+        size = _size(record, budget.output + 1, {}, 0)
+        passes = output = 0
+        for level, (data, expressions, loops) in enumerate(
+            zip(self.data, self.expressions, self.loops, strict=True)
+        ):
+            runs = size**level
+            passes += loops * runs
+            output += (data + 10 * size * expressions) * runs
+        return (
+            passes <= budget.loops
+            and passes * self.nodes <= budget.loops * STEPS_PER_LOOP
+            and output <= budget.output
+        )
+
+
+def shape_of(asts: Iterable[nodes.Template]) -> Shape | None:
+    """The ``Shape`` of a template's parts, or None when they do more than substitute."""
+    from jinja2 import nodes
+
+    allowed = (
+        nodes.Template,
+        nodes.Output,
+        nodes.TemplateData,
+        nodes.Name,
+        nodes.Getattr,
+        nodes.Getitem,
+        nodes.Const,
+        nodes.For,
+        nodes.If,
+        nodes.Compare,
+        nodes.Operand,
+        nodes.And,
+        nodes.Or,
+        nodes.Not,
+        nodes.Test,
+        nodes.CondExpr,
+    )
+    data: dict[int, int] = {}
+    expressions: dict[int, int] = {}
+    loops: dict[int, int] = {}
+    count = 0
+
+    def walk(node: nodes.Node, level: int) -> bool:
+        nonlocal count
+        count += 1
+        if not isinstance(node, allowed) and not (
+            isinstance(node, nodes.Tuple) and node.ctx == "store"
+        ):
+            return False
+        if isinstance(node, nodes.For):
+            if node.recursive:
+                return False
+            loops[level + 1] = loops.get(level + 1, 0) + 1
+            if not walk(node.iter, level) or not walk(node.target, level):
+                return False
+            inner = [*node.body, *node.else_] + ([node.test] if node.test else [])
+            return all(walk(child, level + 1) for child in inner)
+        if isinstance(node, nodes.TemplateData):
+            data[level] = data.get(level, 0) + len(node.data)
+        if isinstance(node, nodes.Output):
+            n = sum(1 for child in node.nodes if not isinstance(child, nodes.TemplateData))
+            expressions[level] = expressions.get(level, 0) + n
+        return all(walk(child, level) for child in node.iter_child_nodes())
+
+    if not all(walk(ast, 0) for ast in asts):
+        return None
+    top = max([0, *data, *expressions, *loops])
+    levels = range(top + 1)
+    return Shape(
+        tuple(data.get(i, 0) for i in levels),
+        tuple(expressions.get(i, 0) for i in levels),
+        tuple(loops.get(i, 0) for i in levels),
+        count,
+    )
 
 
 # --- environments -------------------------------------------------------------------------

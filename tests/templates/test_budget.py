@@ -438,3 +438,49 @@ def test_an_error_leaves_no_meter_behind() -> None:
         render("{% for i in range(100000) %}{% for j in range(10) %}{% endfor %}{% endfor %}")
     assert getattr(source.ACTIVE, "meter", None) is None
     assert render("{% for i in range(99000) %}{% endfor %}ok") == "ok"  # a fresh budget
+
+
+def test_a_record_too_small_to_matter_is_not_rendered_twice() -> None:
+    from sysmail_ops.templates import render as source
+
+    envs = source.environments()
+    simple = "<p>{{ name }}</p>{% for x in items %}{% if x.ok %}{{ x.v }}{% endif %}{% endfor %}"
+    shape = source.shape_of([envs.html.parse(simple)])
+    assert shape is not None and shape.loops == (0, 1) and shape.expressions == (1, 1)
+    for busy in ("{{ name|upper }}", "{{ f() }}", "{{ a ~ b }}", "{{ [a] }}", "{{ a * 2 }}"):
+        assert source.shape_of([envs.html.parse(busy)]) is None
+    small = templates.Budget(output=20_000, loops=300)
+    compiled = templates.compile_template(
+        templates.Template(
+            name="hand",
+            version=1,
+            object_type="case",
+            subject="s",
+            html=simple,
+            text="{% for x in items %}{{ x.v }}{% endfor %}",
+            text_derived=False,
+            html_inlined=None,
+            fields=None,
+            builtin=False,
+            created_at=templates.utcnow(),
+        )
+    )
+    records = [
+        {"name": "n" * n, "items": [{"ok": True, "v": "v" * v}] * k}
+        for n in (0, 5, 50, 500, 5000)
+        for v in (0, 5, 50, 500)
+        for k in (0, 1, 3, 20, 100)
+    ]
+    judged = 0
+    for record in records:
+        if compiled._shape is not None and compiled._shape.fits(record, small):
+            judged += 1
+            compiled.render(record, small)  # the bound holds: this never goes over
+        else:
+            try:
+                compiled.check_budget(record, small)
+            except templates.RenderBudgetError:
+                continue
+    assert judged  # some records are judged by their size alone
+    with pytest.raises(templates.RenderBudgetError):
+        compiled.check_budget({"name": "x", "items": [{"ok": True, "v": 1}] * 200}, small)
