@@ -89,7 +89,9 @@ def test_bad_records_files_are_one_line_errors(
 
 
 def test_missing_unreadable_and_oversized_files(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"^cannot read records file .*nope.csv: it does not exist$"):
+    with pytest.raises(
+        ValidationError, match=r"^cannot read records file .*nope.csv: it does not exist$"
+    ):
         list(read_records(tmp_path / "nope.csv"))
     (tmp_path / "dir.jsonl").mkdir()
     with pytest.raises(ValidationError, match=r"cannot read records file .*dir.jsonl: Is a dir"):
