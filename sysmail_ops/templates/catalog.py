@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.config.settings import get_setting
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
+from sysmail_ops.mail.headers import check_header
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name
 from sysmail_ops.store.references import users_of
@@ -188,6 +189,7 @@ def _build(
     subject = (_check_source("subject", subject, required=True) or "").strip()
     if any(c in subject for c in "\r\n"):
         raise ValidationError("the subject must be one line")
+    check_header("the subject", subject)  # the rules the send applies, to its literal text too
     html = _check_source("html", html, required=True) or ""
     text = _check_source("text", text, required=False)
     declared = _check_fields(fields)

@@ -575,3 +575,23 @@ def test_cli_errors_are_one_line_and_exit_2(cli: CLI, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         cli("add", "y", "--subject", "s")
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Hello =?utf-8?q?there=0D=0ABcc:_x@example.com?= {{ name }}",
+        "Hello =?utf-8?b?dGhlcmUNCkJjYzogeEBleGFtcGxlLmNvbQ==?=",
+        "Hello\u2028Bcc: x@example.com",
+        "Hello\x0bthere",
+    ],
+)
+def test_a_subject_that_would_fail_every_send_is_refused_at_save(
+    ws: Workspace, subject: str
+) -> None:
+    with pytest.raises(ValidationError, match="line break"):
+        templates.add_template(ws, "bad", object_type="case", subject=subject, html="<p>x</p>")
+    add_case(ws)
+    with pytest.raises(ValidationError, match="line break"):
+        templates.edit_template(ws, "case-update", subject=subject)
+    assert templates.list_versions(ws, "case-update") == [1]
