@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,19 @@ def _isolated_environment(
     monkeypatch.delenv(ENV_KEY, raising=False)
     monkeypatch.setenv("SYSMAIL_LOCK_WAIT", "30")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`serve` run in-process configures the root logger on the test's captured stderr; a
+    later test would log into that closed stream ('--- Logging error ---')."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
 
 
 @pytest.fixture
