@@ -10,7 +10,7 @@ from typing import Any
 from sysmail_ops import campaigns as api
 from sysmail_ops.campaigns import members as campaign_members
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.cli.output import print_fields, print_json, print_table, safe, safe_lines
 from sysmail_ops.errors import ValidationError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhm]?)")
@@ -233,13 +233,13 @@ def _report(args: argparse.Namespace, result: api.CampaignResult) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(result.summary())
+        print(safe_lines(result.summary()))
         for why, contacts in result.skipped.items():
             if contacts:
                 shown = ", ".join(contacts[:10]) + (" ..." if len(contacts) > 10 else "")
-                print(f"  skipped ({why}): {shown}")
+                print(f"  skipped ({why}): {safe(shown)}")
         for err in result.errors:
-            print(f"  error: {err}")
+            print(f"  error: {safe(err)}")
         if result.preview_dir:
             print(f"  previews: {result.preview_dir}")
     return 1 if result.counts.get("failed") or result.counts.get("deferred") else 0

@@ -37,6 +37,11 @@ def _escape(m: re.Match[str]) -> str:
     return _NAMED.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
 
 
+def safe_lines(text: str) -> str:
+    """Several lines of text, each escaped as ``safe`` does: for summaries naming outside data."""
+    return "\n".join(safe(line) for line in str(text).split("\n"))  # not splitlines: \r too
+
+
 def safe(value: object) -> str:
     """``value`` as text a terminal shows as it is: control characters escaped, on one line."""
     if value is None:

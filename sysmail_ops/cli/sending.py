@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_json
+from sysmail_ops.cli.output import print_json, safe, safe_lines
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.inputs import read_json
 from sysmail_ops.mail.mime import Attachment
@@ -124,9 +124,9 @@ def _report(args: argparse.Namespace, result: sending.SendResult) -> int:
             }
         )
     else:
-        print(result.summary())
+        print(safe_lines(result.summary()))
         for err in result.errors:
-            print(f"  error: {err}")
+            print(f"  error: {safe(err)}")
         if result.preview_dir:
             print(f"  previews: {result.preview_dir}")
     return 1 if result.counts.get("failed") or result.counts.get("deferred") else 0
@@ -181,5 +181,5 @@ def cmd_retry(args: argparse.Namespace) -> int:
             {"batch_id": result.batch_id, "counts": dict(result.counts), "waiting": result.waiting}
         )
     else:
-        print(result.summary())
+        print(safe_lines(result.summary()))
     return 0

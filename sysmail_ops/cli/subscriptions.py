@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sysmail_ops.cli.common import open_workspace
-from sysmail_ops.cli.output import print_fields, print_json, print_table
+from sysmail_ops.cli.output import print_fields, print_json, print_table, safe_lines
 from sysmail_ops.config.workspace import resolve_home
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.inputs import parse_json, read_records
@@ -343,7 +343,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     result = subscription_runs.preview(ws, args.name, args.recipient)
-    print(result.summary())
+    print(safe_lines(result.summary()))
     print(f"preview written to {result.preview_dir}")
     return 0
 
@@ -351,7 +351,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_test_send(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     result = subscription_runs.test_send(ws, args.name, args.to, as_recipient=args.as_recipient)
-    print(result.summary())
+    print(safe_lines(result.summary()))
     return 0 if not (result.counts.get("failed") or result.counts.get("deferred")) else 1
 
 
@@ -376,7 +376,7 @@ def _exit(results: list[subscription_runs.SlotResult]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     result = subscription_runs.run_now(ws, args.name, now=_now(args.now), workers=args.workers)
-    print(result.summary())
+    print(safe_lines(result.summary()))
     return _exit([result])
 
 

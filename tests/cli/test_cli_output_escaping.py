@@ -128,3 +128,13 @@ def test_logs_and_accounts_show_server_replies_and_subjects_escaped(
     assert code == 0, err
     assert_clean(out + err)
     assert "\\x1b[31mgo away" in out
+
+
+def test_safe_lines_escapes_each_line_and_keeps_the_breaks() -> None:
+    from sysmail_ops.cli.output import safe_lines
+
+    text = "sent 2 to ann@example.com\n  error: bad \x1b[2J subject\r\x9b"
+    assert safe_lines(text).splitlines() == [
+        "sent 2 to ann@example.com",
+        "  error: bad \\x1b[2J subject\\r\\x9b",
+    ]
