@@ -20,9 +20,9 @@ from typing import Any
 
 from bench_send import RESULTS, start_sink
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.config import accounts, directory
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.flows import notifications as workflows
 from sysmail_ops.templates import catalog as templates
 
 

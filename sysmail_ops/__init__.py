@@ -26,12 +26,12 @@ from sysmail_ops.errors import SysmailError
 
 if TYPE_CHECKING:
     from sysmail_ops import analytics, campaigns, flows, sending, subscriptions, templates
+    from sysmail_ops import flows as workflows
     from sysmail_ops.analytics import charts
     from sysmail_ops.campaigns import surveys
     from sysmail_ops.config import accounts, directory, settings
     from sysmail_ops.config.workspace import Workspace
     from sysmail_ops.demo import sales
-    from sysmail_ops.flows import notifications as workflows
     from sysmail_ops.records import archive, sendlog, suppression
     from sysmail_ops.sending import connection_test as conntest
     from sysmail_ops.subscriptions import kit as reportkit
@@ -62,7 +62,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "settings": ("sysmail_ops.config.settings", None),
     "suppression": ("sysmail_ops.records.suppression", None),
     "surveys": ("sysmail_ops.campaigns.surveys", None),
-    "workflows": ("sysmail_ops.flows.notifications", None),
+    "workflows": ("sysmail_ops.flows", None),
 }
 
 __all__ = [

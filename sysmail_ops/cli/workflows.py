@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, safe
 from sysmail_ops.config import directory
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.flows import notifications as workflows
 from sysmail_ops.flows.events import MAX_EVENTS_BYTES
 from sysmail_ops.inputs import open_input
 

@@ -12,8 +12,7 @@ fields, unknown flow type, a recipient field without a valid address, a
 condition that cannot be evaluated) sends nothing and is reported; the other
 events of the batch still go out.
 
-Importing this module registers the rules' usage checks: a system email or a
-template a rule uses cannot be removed.
+The package ``flows`` re-exports these functions beside the rules and events.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.flows.conditions import Condition, ConditionError
 from sysmail_ops.flows.events import (
-    EVENT_STATUSES,
     Event,
     EventResult,
     Intake,
@@ -37,51 +35,21 @@ from sysmail_ops.flows.events import (
     claim,
     intake,
     key_for,
-    list_events,
     parse_lines,
-    prune_events,
     raw_id,
     record_events,
     release,
 )
 from sysmail_ops.flows.rules import (
-    FLOW_TYPES,
     Rule,
-    add_rule,
-    edit_rule,
     fetch_rules,
-    get_rule,
-    list_rules,
     parse_recipient,
-    pause_rule,
-    remove_rule,
-    resume_rule,
 )
 from sysmail_ops.sending import batch as sending
 from sysmail_ops.sending.batch import Delivery, SendOptions
 from sysmail_ops.templates import catalog as templates
 
-__all__ = [
-    "EVENT_STATUSES",
-    "FLOW_TYPES",
-    "Event",
-    "EventResult",
-    "Rule",
-    "SendStatus",
-    "add_rule",
-    "edit_rule",
-    "get_rule",
-    "key_for",
-    "list_events",
-    "list_rules",
-    "notify",
-    "notify_jsonl",
-    "notify_many",
-    "pause_rule",
-    "prune_events",
-    "remove_rule",
-    "resume_rule",
-]
+__all__ = ["CHUNK", "CLAIM_WAIT", "notify", "notify_jsonl", "notify_many"]
 CHUNK = 2000  # events per round: one sender per rule, one store visit to record them
 CLAIM_WAIT = 60.0  # seconds to wait for another process sending the same event
 

@@ -14,11 +14,11 @@ from conftest import bind
 from report_fixtures import write_echo_report
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.cli import main
 from sysmail_ops.cli.templates import MAX_TEMPLATE_FILE_BYTES
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.flows import notifications as workflows
 from sysmail_ops.flows.events import MAX_EVENT_LINE_BYTES, MAX_EVENTS_BYTES
 from sysmail_ops.inputs import (
     MAX_DOCUMENT_BYTES,

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SysmailError
-from sysmail_ops.flows import notifications as workflows
 from sysmail_ops.flows.conditions import ConditionError, compile_condition
 from sysmail_ops.templates import catalog as templates
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.flows import notifications as workflows
 from sysmail_ops.flows.events import MAX_EVENT_LINE_BYTES, MAX_EVENTS_BYTES, parse_lines
 from sysmail_ops.inputs import MAX_JSON_DEPTH
 from sysmail_ops.templates import catalog as templates

@@ -16,12 +16,12 @@ import pytest
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.config import accounts, directory
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.demo import approvals
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
-from sysmail_ops.flows import events
-from sysmail_ops.flows import notifications as workflows
+from sysmail_ops.flows import events, notifications
 from sysmail_ops.records import archive, sendlog
 from sysmail_ops.sending.batch import SendOptions
 from sysmail_ops.templates import catalog as templates
@@ -552,7 +552,7 @@ def test_an_event_another_live_process_is_sending_waits_then_errors(
                 " error, sends) VALUES ('held', now()::TIMESTAMP, 'sending', [], ?, '[]')",
                 [events.CLAIM + claim_by],
             )
-        monkeypatch.setattr(workflows, "CLAIM_WAIT", 0.3)
+        monkeypatch.setattr(notifications, "CLAIM_WAIT", 0.3)
         results = workflows.notify_many(setup, [event("held"), event("free")], options=FAST)
         assert [r.status for r in results] == ["error", "notified"]
         assert f"being sent by {claim_by} since" in (results[0].error or "")
