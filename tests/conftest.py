@@ -13,7 +13,10 @@ from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, Security, SMTPTestServer,
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 
-pytest_plugins = ["workspace_fixtures"]  # the `ws` fixture and the isolated environment
+pytest_plugins = [
+    "workspace_fixtures",  # the `ws` fixture and the isolated environment
+    "system_servers",  # Chromium (`browser`, `page`) and other Debian servers, or a skip
+]
 
 # --- TLS: one test CA for the session ---------------------------------------------------
 
