@@ -296,4 +296,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        9,
+        "the audit trail: who changed which configuration, when, from where (store.audit)",
+        """
+        CREATE SEQUENCE audit_seq START 1;
+        CREATE TABLE audit (
+            id BIGINT NOT NULL DEFAULT nextval('audit_seq') PRIMARY KEY,
+            at TIMESTAMP NOT NULL,
+            actor VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            object_kind VARCHAR NOT NULL,
+            object_name VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            changes VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL
+        );
+        CREATE INDEX audit_at ON audit (at);
+        """,
+    ),
 ]
