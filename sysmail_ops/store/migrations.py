@@ -303,7 +303,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE SEQUENCE audit_seq START 1;
         CREATE TABLE audit (
             id BIGINT NOT NULL DEFAULT nextval('audit_seq') PRIMARY KEY,
-            at TIMESTAMP NOT NULL,
+            changed_at TIMESTAMP NOT NULL,
             actor VARCHAR NOT NULL,
             source VARCHAR NOT NULL,
             object_kind VARCHAR NOT NULL,
@@ -312,7 +312,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             changes VARCHAR NOT NULL,
             summary VARCHAR NOT NULL
         );
-        CREATE INDEX audit_at ON audit (at);
+        CREATE INDEX audit_changed_at ON audit (changed_at);
         """,
     ),
 ]
