@@ -315,4 +315,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX audit_changed_at ON audit (changed_at);
         """,
     ),
+    (
+        10,
+        "accounts: message size limit, signature (HTML, text, auto-append) and DKIM keys",
+        """
+        ALTER TABLE accounts ADD COLUMN max_message_bytes BIGINT;
+        ALTER TABLE accounts ADD COLUMN signature_html VARCHAR;
+        ALTER TABLE accounts ADD COLUMN signature_text VARCHAR;
+        ALTER TABLE accounts ADD COLUMN signature_auto BOOLEAN DEFAULT TRUE;
+        ALTER TABLE accounts ADD COLUMN dkim_domain VARCHAR;
+        ALTER TABLE accounts ADD COLUMN dkim_rsa_selector VARCHAR;
+        ALTER TABLE accounts ADD COLUMN dkim_rsa_key_enc VARCHAR;
+        ALTER TABLE accounts ADD COLUMN dkim_ed25519_selector VARCHAR;
+        ALTER TABLE accounts ADD COLUMN dkim_ed25519_key_enc VARCHAR;
+        """,
+    ),
 ]
