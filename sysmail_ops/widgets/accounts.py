@@ -1,0 +1,473 @@
+"""Email Management: bind, edit, test and remove the system emails (at most 10).
+
+The form calls ``config.accounts`` and ``sending.connection_test``; every rule
+(limits, defaults, checks) lives there. The password is a ``Password`` widget
+that is never filled from the store and is emptied after every Save, so it
+cannot end up in a saved notebook.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as w
+
+from sysmail_ops.config import accounts as api
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import LimitError, ValidationError
+from sysmail_ops.sending import connection_test as conntest
+from sysmail_ops.widgets.common import guarded, message, status_line
+
+__all__ = ["NEW", "EmailManagement", "email_management"]
+
+NEW = "(new system email)"
+_WIDE = w.Layout(width="34em")
+_STYLE = {"description_width": "13em"}
+_DEFAULT_IMAP = "(default: ssl)"
+
+
+def email_management(home: str | None = None) -> EmailManagement:
+    """The Email Management form on the workspace ``home`` (None: $SYSMAIL_HOME)."""
+    return EmailManagement(Workspace.open(home))
+
+
+def _text(label: str, placeholder: str = "") -> w.Text:
+    return w.Text(description=label, placeholder=placeholder, layout=_WIDE, style=_STYLE)
+
+
+def _int(label: str) -> w.BoundedIntText:
+    return w.BoundedIntText(
+        value=0, min=0, max=65535, description=label, layout=w.Layout(width="22em"), style=_STYLE
+    )
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+class EmailManagement(w.VBox):
+    """The bound system emails, and a form to add, edit, test or remove one."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.output = w.Output()
+        self.status = status_line()
+        self.usage = w.HTML()
+        self.table = w.HTML()
+        self.pick = w.Dropdown(description="System email", options=[NEW], style=_STYLE)
+
+        self.name = _text("Name", "short unique name, e.g. service")
+        self.kind = w.Dropdown(
+            description="Kind",
+            options=[(label, key) for key, label in api.KIND_LABELS.items()],
+            value="customer_service",
+            style=_STYLE,
+        )
+        self.description = _text("Description", "optional")
+        self.from_address = _text("Email account", "the From address")
+        self.display_name = _text("Display name", "name shown in From (optional)")
+        self.login = _text("Login", "default: the email account")
+        self.password = w.Password(description="Password", layout=_WIDE, style=_STYLE)
+        self.no_password = w.Checkbox(
+            description="no login (relay without a password)", indent=False
+        )
+        self.smtp_host = _text("SMTP server", "smtp.example.com")
+        self.smtp_security = w.Dropdown(
+            description="Security", options=list(api.SECURITIES), value="starttls", style=_STYLE
+        )
+        self.smtp_port = _int("SMTP port")
+        self.smtp_port.value = api.DEFAULT_PORTS["starttls"]
+        self.sent_archiving = w.Checkbox(description="Sent Email Archiving", indent=False)
+        self.received_archiving = w.Checkbox(description="Received Email Archiving", indent=False)
+        self.archiving_default = w.HTML()
+
+        # rarely used: in a collapsed section
+        self.password_env = _text("Password from env", "NAME of an environment variable")
+        self.ca_bundle = _text("CA bundle (PEM)", "for a private relay")
+        self.allow_insecure_auth = w.Checkbox(
+            description="allow AUTH over an unencrypted connection to a non-local host",
+            indent=False,
+        )
+        self.imap_host = _text("IMAP host", "default: derived from the SMTP server")
+        self.imap_port = _int("IMAP port (0: default)")
+        self.imap_security = w.Dropdown(
+            description="IMAP security",
+            options=[_DEFAULT_IMAP, *api.SECURITIES],
+            value=_DEFAULT_IMAP,
+            style=_STYLE,
+        )
+        self.rate_limit = _int("Messages/minute (0: no limit)")
+        self.unsubscribe_mailto = _text("Unsubscribe mailto", "List-Unsubscribe address")
+        self.unsubscribe_url = _text("Unsubscribe URL", "https://...")
+        self.advanced = w.Accordion(
+            children=[
+                w.VBox(
+                    [
+                        self.password_env,
+                        self.ca_bundle,
+                        self.allow_insecure_auth,
+                        self.imap_host,
+                        self.imap_port,
+                        self.imap_security,
+                        self.rate_limit,
+                        self.unsubscribe_mailto,
+                        self.unsubscribe_url,
+                    ]
+                )
+            ],
+            selected_index=None,
+        )
+        self.advanced.set_title(0, "More settings: IMAP, CA bundle, insecure AUTH, rate limit, ...")
+
+        self.save = w.Button(description="Save", button_style="primary", icon="save")
+        self.test = w.Button(description="Test connection", icon="plug")
+        self.test_to = w.Text(placeholder="also send a test message to (optional)")
+        self.remove = w.Button(description="Remove", button_style="danger", icon="trash")
+        self.confirm_remove = w.Button(description="Yes, remove it", button_style="danger")
+        self.cancel_remove = w.Button(description="Cancel")
+        self.confirm_box = w.HBox([self.confirm_remove, self.cancel_remove])
+        self.confirm_box.layout.display = "none"
+
+        def secrets() -> list[str]:
+            return [self.password.value]
+
+        guard = guarded(self.output, self.status, secrets=secrets)
+        self.pick.observe(guard(self._on_pick), names="value")
+        self.kind.observe(guard(self._on_kind), names="value")
+        self.smtp_security.observe(guard(self._on_security), names="value")
+        self.sent_archiving.observe(guard(self._on_archiving), names="value")
+        self.received_archiving.observe(guard(self._on_archiving), names="value")
+        self.save.on_click(guard(self._on_save))
+        self.test.on_click(guard(self._on_test))
+        self.remove.on_click(guard(self._on_remove))
+        self.confirm_remove.on_click(guard(self._on_confirm_remove))
+        self.cancel_remove.on_click(guard(self._on_cancel_remove))
+        self._loading = False
+
+        super().__init__(
+            [
+                w.HTML("<h3>System emails</h3>"),
+                self.usage,
+                self.table,
+                w.HTML("<h3>Add or edit</h3>"),
+                self.pick,
+                self.name,
+                self.kind,
+                self.description,
+                self.from_address,
+                self.display_name,
+                self.login,
+                self.password,
+                self.no_password,
+                self.smtp_host,
+                self.smtp_security,
+                self.smtp_port,
+                self.sent_archiving,
+                self.received_archiving,
+                self.archiving_default,
+                self.advanced,
+                w.HBox([self.save, self.test, self.test_to, self.remove]),
+                self.confirm_box,
+                self.status,
+                self.output,
+            ]
+        )
+        guard(self.refresh)()
+        guard(self._load)(None)
+
+    # --- reading the store ----------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the table, the usage line and the picker from the store."""
+        found = api.list_accounts(self.ws)
+        used, limit = api.usage(self.ws)
+        self.usage.value = f"<b>{used} of {limit} used</b>"
+        rows = []
+        for a in found:
+            tests = conntest.recent_tests(self.ws, a.name, 1)
+            if not tests:
+                verdict = "never tested"
+            else:
+                t = tests[0]
+                verdict = f"{'ok' if t['ok'] else 'FAILED at ' + str(t['step'])} ({t['tested_at']})"
+            cells = [
+                a.name,
+                api.KIND_LABELS[a.kind],
+                a.from_address,
+                f"{a.smtp_host}:{a.smtp_port} ({a.smtp_security})",
+                _on_off(a.sent_archiving),
+                _on_off(a.received_archiving),
+                verdict,
+            ]
+            rows.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+            )
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "Name",
+                "Kind",
+                "Email account",
+                "SMTP server",
+                "Sent archiving",
+                "Received archiving",
+                "Last test",
+            )
+        )
+        body = "".join(rows) or '<tr><td colspan="7">no system email bound yet</td></tr>'
+        self.table.value = (
+            '<table class="sysmail-accounts" style="border-collapse:collapse" border="1" '
+            f'cellpadding="4"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        )
+        current = self.pick.value
+        names = [a.name for a in found]
+        self._loading = True
+        try:
+            self.pick.options = [NEW, *names]
+            self.pick.value = current if current in names else NEW
+        finally:
+            self._loading = False
+        self._limit_note()
+
+    def _limit_note(self) -> None:
+        used, limit = api.usage(self.ws)
+        full = self.pick.value == NEW and used >= limit
+        self.save.disabled = full
+        if full:
+            message(
+                self.status,
+                f"{used} of {limit} system emails are bound: remove one before adding another",
+                "info",
+            )
+
+    def _load(self, _change: Any) -> None:
+        """Fill the form from the picked account (never its password), or empty it."""
+        self._loading = True
+        try:
+            self.password.value = ""
+            self.test_to.value = ""
+            self.confirm_box.layout.display = "none"
+            editing = self.pick.value != NEW
+            self.name.disabled = editing
+            self.test.disabled = self.remove.disabled = not editing
+            if not editing:
+                texts = (
+                    self.name, self.description, self.from_address, self.display_name,
+                    self.login, self.smtp_host, self.password_env, self.ca_bundle,
+                    self.imap_host, self.unsubscribe_mailto, self.unsubscribe_url,
+                )  # fmt: skip
+                for t in texts:
+                    t.value = ""
+                self.kind.value = "customer_service"
+                self.smtp_security.value = "starttls"
+                self.smtp_port.value = api.DEFAULT_PORTS["starttls"]
+                self.no_password.value = self.allow_insecure_auth.value = False
+                self.imap_port.value = self.rate_limit.value = 0
+                self.imap_security.value = _DEFAULT_IMAP
+                default = api.ARCHIVING_BY_KIND["customer_service"]
+                self.sent_archiving.value = self.received_archiving.value = default
+                self.password.placeholder = ""
+            else:
+                a = api.get_account(self.ws, self.pick.value)
+                self.name.value = a.name
+                self.kind.value = a.kind
+                self.description.value = a.description or ""
+                self.from_address.value = a.from_address
+                self.display_name.value = a.display_name or ""
+                self.login.value = a.login
+                self.smtp_host.value = a.smtp_host
+                self.smtp_security.value = a.smtp_security
+                self.smtp_port.value = a.smtp_port
+                self.sent_archiving.value = a.sent_archiving
+                self.received_archiving.value = a.received_archiving
+                self.no_password.value = a.auth_source == "none"
+                self.password_env.value = a.password_env or ""
+                self.ca_bundle.value = a.ca_bundle or ""
+                self.allow_insecure_auth.value = a.allow_insecure_auth
+                self.imap_host.value = a.imap_host or ""
+                self.imap_port.value = a.imap_port or 0
+                self.imap_security.value = a.imap_security or _DEFAULT_IMAP
+                self.rate_limit.value = a.rate_limit_per_minute or 0
+                self.unsubscribe_mailto.value = a.unsubscribe_mailto or ""
+                self.unsubscribe_url.value = a.unsubscribe_url or ""
+                self.password.placeholder = (
+                    "stored: leave empty to keep it" if a.auth_source == "stored" else ""
+                )
+            self._show_default()
+        finally:
+            self._loading = False
+
+    def _show_default(self) -> None:
+        label = api.KIND_LABELS[self.kind.value]
+        default = _on_off(api.ARCHIVING_BY_KIND[self.kind.value])
+        self.archiving_default.value = (
+            f"<small>Default for {html.escape(label)}: sent archiving {default}, "
+            f"received archiving {default}</small>"
+        )
+
+    # --- callbacks --------------------------------------------------------------------------
+
+    def _on_pick(self, change: Any) -> None:
+        if self._loading:
+            return
+        self.status.value = ""
+        self._load(change)
+        self._limit_note()
+
+    def _on_kind(self, _change: Any) -> None:
+        self._show_default()
+        if self._loading or self.pick.value != NEW:
+            return
+        default = api.ARCHIVING_BY_KIND[self.kind.value]  # a new account starts on the default
+        self.sent_archiving.value = self.received_archiving.value = default
+
+    def _on_security(self, _change: Any) -> None:
+        if not self._loading and self.smtp_port.value in api.DEFAULT_PORTS.values():
+            self.smtp_port.value = api.DEFAULT_PORTS[self.smtp_security.value]
+
+    def _on_archiving(self, _change: Any) -> None:
+        """For a bound account a switch applies at once, as a switch should."""
+        if self._loading or self.pick.value == NEW:
+            return
+        a = api.set_archiving(
+            self.ws,
+            self.pick.value,
+            sent=self.sent_archiving.value,
+            received=self.received_archiving.value,
+        )
+        self.refresh()
+        message(
+            self.status,
+            f"{a.name}: Sent Email Archiving {_on_off(a.sent_archiving)}, "
+            f"Received Email Archiving {_on_off(a.received_archiving)}",
+            "ok",
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        """Every field as the library takes it; empty text clears an optional field."""
+        return {
+            "kind": self.kind.value,
+            "description": self.description.value,
+            "from_address": self.from_address.value,
+            "display_name": self.display_name.value,
+            "login": self.login.value,
+            "smtp_host": self.smtp_host.value,
+            "smtp_security": self.smtp_security.value,
+            "smtp_port": self.smtp_port.value or None,
+            "sent_archiving": self.sent_archiving.value,
+            "received_archiving": self.received_archiving.value,
+            "ca_bundle": self.ca_bundle.value,
+            "allow_insecure_auth": self.allow_insecure_auth.value,
+            "imap_host": self.imap_host.value,
+            "imap_port": self.imap_port.value or None,
+            "imap_security": None
+            if self.imap_security.value == _DEFAULT_IMAP
+            else self.imap_security.value,
+            "rate_limit_per_minute": self.rate_limit.value or None,
+            "unsubscribe_mailto": self.unsubscribe_mailto.value,
+            "unsubscribe_url": self.unsubscribe_url.value,
+        }
+
+    def _password(self) -> tuple[str | None, str | None, bool]:
+        """(password, reference, clear): what the password widgets ask for."""
+        typed = self.password.value
+        env = self.password_env.value.strip()
+        if self.no_password.value:
+            if typed or env:
+                raise ValidationError("a password was given and 'no login' is ticked: choose one")
+            return None, None, True
+        if env:
+            if typed:
+                raise ValidationError("give either a password or an environment variable, not both")
+            return None, f"env:{env}", False
+        return (typed or None), None, False
+
+    def _on_save(self, _button: Any) -> None:
+        try:
+            password, ref, no_login = self._password()
+            values = self._fields()
+            if self.pick.value == NEW:
+                used, limit = api.usage(self.ws)
+                if used >= limit:
+                    raise LimitError(
+                        f"{used} of {limit} system emails are bound: remove one before "
+                        "adding another"
+                    )
+                if password is None and ref is None and not no_login:
+                    raise ValidationError(
+                        "no password given: type it, name an environment variable, "
+                        "or tick 'no login' for a relay without a password"
+                    )
+                values = {k: v for k, v in values.items() if v not in (None, "")}
+                a = api.add_account(
+                    self.ws,
+                    self.name.value.strip(),
+                    password=password if not no_login else "",
+                    password_ref=ref,
+                    **values,
+                )
+                verb = "bound"
+            else:
+                was = api.get_account(self.ws, self.pick.value)
+                clear = no_login and was.auth_source != "none"
+                a = api.edit_account(
+                    self.ws,
+                    self.pick.value,
+                    password=password,
+                    password_ref=ref if ref != f"env:{was.password_env}" else None,
+                    clear_password=clear,
+                    **values,
+                )
+                verb = "saved"
+        finally:
+            self.password.value = ""  # never kept in the widget, whatever happened
+        self.refresh()
+        self._loading = True
+        try:
+            self.pick.value = a.name
+        finally:
+            self._loading = False
+        self._load(None)
+        used, limit = api.usage(self.ws)
+        hints = "; ".join(a.hints())
+        text = f"{verb} {a.name} ({a.from_address}); {used} of {limit} used"
+        message(self.status, f"{text}. Note: {hints}" if hints else text, "ok")
+
+    def _on_test(self, _button: Any) -> None:
+        if self.pick.value == NEW:
+            raise ValidationError("save the system email before testing it")
+        message(self.status, f"testing {self.pick.value}...", "info")
+        r = conntest.test_account(self.ws, self.pick.value, send_to=self.test_to.value.strip())
+        self.refresh()
+        if r.ok:
+            greeting = f" (server: {r.greeting})" if r.greeting else ""
+            message(self.status, f"{r.account}: OK, {r.message}{greeting}", "ok")
+        else:
+            code = f" {r.code}" if r.code else ""
+            message(
+                self.status,
+                f"{r.account}: connection test FAILED at step '{r.step}'{code}: {r.message}",
+                "error",
+            )
+
+    def _on_remove(self, _button: Any) -> None:
+        if self.pick.value == NEW:
+            return
+        self.confirm_box.layout.display = "flex"
+        message(self.status, f"remove {self.pick.value}? It cannot be undone.", "info")
+
+    def _on_cancel_remove(self, _button: Any) -> None:
+        self.confirm_box.layout.display = "none"
+        self.status.value = ""
+
+    def _on_confirm_remove(self, _button: Any) -> None:
+        name = self.pick.value
+        self.confirm_box.layout.display = "none"
+        if name == NEW:
+            return
+        api.remove_account(self.ws, name)
+        self.refresh()
+        self._load(None)
+        used, limit = api.usage(self.ws)
+        message(self.status, f"removed {name}; {used} of {limit} used", "ok")
