@@ -66,8 +66,12 @@ def test_pyproject_lists_every_sub_package() -> None:
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "sysmail_ops").rglob("__init__.py")
     }
-    assert set(setuptools["packages"]) == on_disk | {"sysmail_ops.subscriptions.reports"}
-    assert setuptools["package-dir"] == {"sysmail_ops.subscriptions.reports": "reports"}
+    mapped = {
+        "sysmail_ops.subscriptions.reports": "reports",
+        "sysmail_ops.widgets.notebooks": "notebooks",
+    }
+    assert set(setuptools["packages"]) == on_disk | set(mapped)
+    assert setuptools["package-dir"] == mapped
     assert set(setuptools["package-data"]) <= set(setuptools["packages"])
 
 
@@ -130,6 +134,7 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(tmp_path: Path) -> N
     assert "sysmail_ops/py.typed" in names
     assert "sysmail_ops/templates/builtin/builtin.toml" in names
     assert "sysmail_ops/templates/builtin/report-mail.html" in names
+    assert "sysmail_ops/widgets/notebooks/01_email_management.ipynb" in names  # the console's
     assert f"{REPORTS}/data/make_crm.py" not in names  # it made the CSV once; not shipped
     assert not [n for n in names if "__pycache__" in n or ".ipynb_checkpoints" in n]
     here = {n.split("/")[1] for n in names if n.startswith("sysmail_ops/") and n.count("/") > 1}

@@ -14,6 +14,7 @@ from sysmail_ops import __version__
 from sysmail_ops.cli import (
     accounts,
     campaigns,
+    console,
     logs,
     sending,
     settings,
@@ -42,6 +43,7 @@ GROUPS = (
     surveys,
     settings,
     workflows,
+    console,
 )
 
 
