@@ -330,4 +330,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE accounts ADD COLUMN dkim_ed25519_key_enc VARCHAR;
         """,
     ),
+    (
+        11,
+        "accounts: auth method (password, none, oauth2), the OAuth2 client and encrypted tokens",
+        """
+        ALTER TABLE accounts ADD COLUMN auth VARCHAR DEFAULT 'password';
+        UPDATE accounts SET auth = 'none' WHERE password_enc IS NULL AND password_env IS NULL;
+        ALTER TABLE accounts ADD COLUMN oauth_provider VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_flow VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_client_id VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_tenant VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_endpoint VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_scopes VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_client_secret_enc VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_key_enc VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_token_enc VARCHAR;
+        ALTER TABLE accounts ADD COLUMN oauth_authorized_at TIMESTAMP;
+        ALTER TABLE accounts ADD COLUMN oauth_authorized_as VARCHAR;
+        """,
+    ),
 ]
