@@ -23,6 +23,7 @@ from sysmail_ops.campaigns import members as members_mod
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.templates import catalog as templates
@@ -183,6 +184,7 @@ def add_campaign(
     )
     with ws.store.transaction() as con:
         insert_named(con, "campaigns", _COLUMNS, _to_row(c), "campaign")
+        audit.record(con, "campaign", c.name, "add", None, audit.row(con, "campaigns", name=c.name))
     return c
 
 
@@ -206,7 +208,9 @@ def edit_campaign(ws: Workspace, name: str, /, **changes: Any) -> Campaign:
         raise ValidationError(f"nothing to change in campaign {name!r}")
     c = check_campaign(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
+        before = audit.row(con, "campaigns", name=name)
         update_named(con, "campaigns", _COLUMNS, _to_row(c))
+        audit.record(con, "campaign", name, "edit", before, audit.row(con, "campaigns", name=name))
     return c
 
 
@@ -215,7 +219,9 @@ def remove_campaign(ws: Workspace, name: str) -> None:
     get_campaign(ws, name)
     members_mod.remove_members(ws, name)
     with ws.store.transaction() as con:
+        before = audit.row(con, "campaigns", name=name)
         con.execute("DELETE FROM campaigns WHERE name = ?", [name])
+        audit.record(con, "campaign", name, "remove", before, None)
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from sysmail_ops import __version__
 from sysmail_ops.cli import (
     accounts,
+    audit,
     campaigns,
     console,
     logs,
@@ -28,6 +29,7 @@ from sysmail_ops.cli import (
 )
 from sysmail_ops.cli.output import safe
 from sysmail_ops.errors import SysmailError
+from sysmail_ops.store import audit as audit_trail
 
 Handler = Callable[[argparse.Namespace], int]
 GROUPS = (
@@ -44,6 +46,7 @@ GROUPS = (
     settings,
     workflows,
     console,
+    audit,
 )
 
 
@@ -74,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        with audit_trail.acting("cli"):  # changes made by this command are audited as the CLI's
+            return handler(args)
     except SysmailError as exc:
         print(f"sysmail-ops: error: {safe(exc)}", file=sys.stderr)  # one line, no controls
         return 2

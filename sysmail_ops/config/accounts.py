@@ -19,6 +19,7 @@ from sysmail_ops.mail.addresses import check_address, is_loopback
 from sysmail_ops.mail.credentials import MASK, Secret
 from sysmail_ops.mail.headers import check_sender
 from sysmail_ops.mail.smtp import SMTPServer
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.store.references import users_of
@@ -325,6 +326,7 @@ def add_account(
             )
         cols = [c for c in [*_COLUMNS, "password_enc"] if c in values]
         insert_named(con, "accounts", cols, [values[c] for c in cols], "system email")
+        audit.record(con, "account", name, "add", None, audit.row(con, "accounts", name=name))
     return get_account(ws, name)
 
 
@@ -353,7 +355,9 @@ def edit_account(
         sets.update(_password_columns(ws, None if clear_password else password, password_ref))
     sets["updated_at"] = utcnow()
     with ws.store.transaction() as con:
+        before = audit.row(con, "accounts", name=name)
         update_named(con, "accounts", ["name", *sets], [name, *sets.values()])
+        audit.record(con, "account", name, "edit", before, audit.row(con, "accounts", name=name))
     return get_account(ws, name)
 
 
@@ -371,8 +375,10 @@ def remove_account(ws: Workspace, name: str) -> None:
         users = users_of(con, "accounts", name)
         if users:
             raise InUseError(f"system email {name!r} is still used by {', '.join(users)}")
+        before = audit.row(con, "accounts", name=name)
         con.execute("DELETE FROM account_tests WHERE account = ?", [name])
         con.execute("DELETE FROM accounts WHERE name = ?", [name])
+        audit.record(con, "account", name, "remove", before, None)
 
 
 def password_for(ws: Workspace, account: Account) -> Secret:

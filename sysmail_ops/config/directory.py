@@ -19,6 +19,7 @@ from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, NotFoundError, ValidationError
 from sysmail_ops.inputs import read_records
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 
 _ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
@@ -119,6 +120,9 @@ def add_entry(ws: Workspace, role: str, name: str, address: str) -> Entry:
             "INSERT INTO role_directory VALUES (?, ?, ?, ?)",
             [e.role, e.name, e.address, now],
         )
+        audit.record(
+            con, "role", e.role, "add member", None, {"name": e.name, "address": e.address}
+        )
     return Entry(e.role, e.name, e.address, now)
 
 
@@ -158,6 +162,7 @@ def remove_entry(ws: Workspace, role: str, address: str | None = None) -> int:
             "DELETE FROM role_directory WHERE role = ? AND list_contains(?, address)",
             [role, gone],
         )
+        audit.record(con, "role", role, "remove member", {"addresses": gone}, None)
     return len(gone)
 
 
@@ -224,6 +229,8 @@ def import_entries(ws: Workspace, source: Any) -> ImportResult:
                 result.updated += 1
             else:
                 result.unchanged += 1
+        if result.added or result.updated:
+            audit.record(con, "role", "*", "import", note=result.summary())
     return result
 
 

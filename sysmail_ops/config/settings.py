@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
@@ -226,10 +227,12 @@ def set_setting(ws: Workspace, name: str, value: Any) -> Any:
     d = _definition(name)
     checked = d.check(value)
     with ws.store.transaction() as con:
+        before = _stored(ws, name, con=con).get(name)
         con.execute(
             "INSERT OR REPLACE INTO settings (key, value, updated_at) VALUES (?, ?, ?)",
             [name, str(checked), utcnow()],
         )
+        _audit(con, name, before, str(checked))
     _CACHE.pop(str(ws.db_path), None)
     return checked
 
@@ -238,9 +241,23 @@ def reset_setting(ws: Workspace, name: str) -> Any:
     """Forget a stored value, so the default applies again; returns the default."""
     d = _definition(name)
     with ws.store.transaction() as con:
+        before = _stored(ws, name, con=con).get(name)
         con.execute("DELETE FROM settings WHERE key = ?", [name])
+        if before is not None:
+            _audit(con, name, before, None)
     _CACHE.pop(str(ws.db_path), None)
     return d.default
+
+
+def _audit(
+    con: duckdb.DuckDBPyConnection, name: str, before: tuple[str, datetime] | None, new: str | None
+) -> None:
+    """One audit row for a setting (the setting is the field); a default shows as its value."""
+    default = str(DEFINITIONS[name].default)
+    old = before[0] if before else default
+    action = "reset" if new is None else "edit"
+    note = "back to the default" if new is None else (None if before else "was the default")
+    audit.record(con, "setting", name, action, {name: old}, {name: new or default}, note=note)
 
 
 def list_settings(ws: Workspace) -> list[Setting]:

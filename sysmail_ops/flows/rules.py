@@ -20,6 +20,7 @@ from sysmail_ops.config import accounts, directory
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.flows.conditions import Condition, compile_condition
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.templates import catalog as templates
@@ -219,6 +220,8 @@ def add_rule(
     )
     with ws.store.transaction() as con:
         insert_named(con, "workflow_rules", _COLUMNS, _row(r), "rule")
+        after = audit.row(con, "workflow_rules", name=r.name)
+        audit.record(con, "rule", r.name, "add", None, after)
     return r
 
 
@@ -239,17 +242,23 @@ def edit_rule(ws: Workspace, name: str, /, **changes: Any) -> Rule:
     current = get_rule(ws, name)
     r = _validate(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
+        before = audit.row(con, "workflow_rules", name=name)
         update_named(con, "workflow_rules", _COLUMNS, _row(r))
+        after = audit.row(con, "workflow_rules", name=name)
+        audit.record(con, "rule", name, "edit", before, after)
     return r
 
 
 def _set_enabled(ws: Workspace, name: str, enabled: bool) -> Rule:
     get_rule(ws, name)
     with ws.store.transaction() as con:
+        before = audit.row(con, "workflow_rules", name=name)
         con.execute(
             "UPDATE workflow_rules SET enabled = ?, updated_at = ? WHERE name = ?",
             [enabled, utcnow(), name],
         )
+        after = audit.row(con, "workflow_rules", name=name)
+        audit.record(con, "rule", name, "resume" if enabled else "pause", before, after)
     return get_rule(ws, name)
 
 
@@ -267,4 +276,6 @@ def remove_rule(ws: Workspace, name: str) -> None:
     """Delete a rule; the events it matched keep its name in their history."""
     get_rule(ws, name)
     with ws.store.transaction() as con:
+        before = audit.row(con, "workflow_rules", name=name)
         con.execute("DELETE FROM workflow_rules WHERE name = ?", [name])
+        audit.record(con, "rule", name, "remove", before, None)

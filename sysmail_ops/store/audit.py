@@ -254,17 +254,17 @@ def record(
     that changed no field is not recorded; returns whether a row was written.
     """
     changes = diff(before, after, ignore)
-    if action == "edit" and not changes:
+    if before is not None and after is not None and not changes:
         return False
     user, source = actor()
     parts = [note] if note else []
-    if action == "edit":
+    if before is not None and after is not None:
         parts += [c.describe() for c in changes]
     elif before is None:  # an addition: its values are in ``changes``, its secrets only named
         parts += [c.describe().replace("changed", "set") for c in changes if c.secret]
     summary = "; ".join(parts)
     con.execute(
-        "INSERT INTO audit (at, actor, source, object_kind, object_name, action, changes,"
+        "INSERT INTO audit (changed_at, actor, source, object_kind, object_name, action, changes,"
         " summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             utcnow(),
@@ -288,7 +288,7 @@ class Entry:
     """One audit row as read back."""
 
     id: int
-    at: datetime
+    changed_at: datetime
     actor: str
     source: str
     object_kind: str
@@ -300,7 +300,7 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "at": self.at.isoformat() + "Z",
+            "changed_at": self.changed_at.isoformat() + "Z",
             "actor": self.actor,
             "source": self.source,
             "object_kind": self.object_kind,
@@ -341,7 +341,11 @@ def list_entries(
         raise ValidationError(f"--limit takes a positive whole number, got {limit}")
     df_cols = ", ".join(Entry.__dataclass_fields__)
     clauses, params = ["true"], []
-    for clause, value in (("at >= ?", start), ("object_kind = ?", kind), ("object_name = ?", name)):
+    for clause, value in (
+        ("changed_at >= ?", start),
+        ("object_kind = ?", kind),
+        ("object_name = ?", name),
+    ):
         if value is not None:
             clauses.append(clause)
             params.append(value)

@@ -21,6 +21,7 @@ from typing import Any
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import NotFoundError, ValidationError
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
 from sysmail_ops.subscriptions import notebooks as reports
@@ -282,6 +283,8 @@ def add_subscription(
     )
     with ws.store.transaction() as con:
         insert_named(con, "subscriptions", _COLUMNS, _to_row(s), "subscription")
+        after = audit.row(con, "subscriptions", name=s.name)
+        audit.record(con, "subscription", s.name, "add", None, after)
     return s
 
 
@@ -300,7 +303,10 @@ def edit_subscription(ws: Workspace, name: str, /, **changes: Any) -> Subscripti
             given[k] = tuple(given[k])
     s = _validate(ws, replace(current, **given, updated_at=utcnow()))
     with ws.store.transaction() as con:
+        before = audit.row(con, "subscriptions", name=name)
         update_named(con, "subscriptions", _COLUMNS, _to_row(s))
+        after = audit.row(con, "subscriptions", name=name)
+        audit.record(con, "subscription", name, "edit", before, after)
     return s
 
 
@@ -308,10 +314,13 @@ def set_enabled(ws: Workspace, name: str, enabled: bool) -> Subscription:
     """Pause (False) or resume (True) without re-checking the rest."""
     get_subscription(ws, name)
     with ws.store.transaction() as con:
+        before = audit.row(con, "subscriptions", name=name)
         con.execute(
             "UPDATE subscriptions SET enabled = ?, updated_at = ? WHERE name = ?",
             [enabled, utcnow(), name],
         )
+        after = audit.row(con, "subscriptions", name=name)
+        audit.record(con, "subscription", name, "resume" if enabled else "pause", before, after)
     return get_subscription(ws, name)
 
 
@@ -319,8 +328,10 @@ def remove_subscription(ws: Workspace, name: str) -> None:
     """Delete a subscription; its run history stays (the send log points at it)."""
     get_subscription(ws, name)
     with ws.store.transaction() as con:
+        before = audit.row(con, "subscriptions", name=name)
         con.execute("DELETE FROM subscription_claims WHERE subscription = ?", [name])
         con.execute("DELETE FROM subscriptions WHERE name = ?", [name])
+        audit.record(con, "subscription", name, "remove", before, None)
 
 
 def next_runs(s: Subscription, n: int = 5, after: datetime | None = None) -> list[datetime]:

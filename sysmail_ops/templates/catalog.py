@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sysmail_ops.config.settings import get_setting
 from sysmail_ops.errors import InUseError, NotFoundError, TemplateError, ValidationError
 from sysmail_ops.mail.headers import check_header
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name
 from sysmail_ops.store.references import users_of
@@ -413,6 +414,10 @@ def _insert(con: duckdb.DuckDBPyConnection, t: Template) -> None:
     )
 
 
+# Derived from the HTML at save: audited through the HTML itself.
+_AUDIT_IGNORED = ("html_inlined",)
+
+
 def _save(ws: Workspace, t: Template, *, after: int) -> None:
     """Store version ``t.version``, provided the current version is still ``after`` (0: none)."""
     with ws.store.transaction() as con:
@@ -425,6 +430,15 @@ def _save(ws: Workspace, t: Template, *, after: int) -> None:
                 f"template {t.name!r} changed meanwhile (now v{current}): look again and retry"
             )
         _insert(con, t)
+        audit.record(
+            con,
+            "template",
+            t.name,
+            "edit" if after else "add",
+            audit.row(con, "templates", name=t.name, version=after) if after else None,
+            audit.row(con, "templates", name=t.name, version=t.version),
+            ignore=_AUDIT_IGNORED,
+        )
 
 
 def get_template(
@@ -557,7 +571,12 @@ def remove_template(ws: Workspace, name: str) -> None:
         users = users_of(con, "templates", name)
         if users:
             raise InUseError(f"template {name!r} is still used by {', '.join(users)}")
+        before = audit.row(con, "templates", name=name, version=t.version)
         con.execute("DELETE FROM templates WHERE name = ?", [name])
+        note = f"every version, up to v{t.version}"
+        audit.record(
+            con, "template", name, "remove", before, None, ignore=_AUDIT_IGNORED, note=note
+        )
 
 
 def preview(
