@@ -13,6 +13,7 @@ set on it, all cleared by ``reset()``:
     server.auth_required = False             # accept MAIL without AUTH (a relay with no login)
     server.echo_auth = True                  # refuse AUTH with a 535 that echoes the credentials
     server.echo_auth_on_data = True          # after a good AUTH, refuse DATA echoing them (554)
+    server.size_limit = 50_000               # EHLO says SIZE 50000 (and aiosmtpd holds to it)
 
 An echo carries the password in clear and in its base64 AUTH forms (PLAIN's
 ``\0login\0password``, LOGIN's password alone and login alone), as a careless server might.
@@ -40,7 +41,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import DATA_SIZE_DEFAULT, SMTP, AuthResult, LoginPassword
 
 # aiosmtpd's INFO lines ("connection lost") come from the server thread, sometimes after
 # pytest closed the test's log capture ("--- Logging error ---" in CI's output); the
@@ -191,6 +192,7 @@ class _Controller(Controller):
 
     def factory(self) -> SMTP:
         smtp = _SMTP(self.handler, **self.SMTP_kwargs)
+        smtp.data_size_limit = self.handler.owner.size_limit  # its EHLO's SIZE (RFC 1870)
         self._sessions.add(smtp)
         return smtp
 
@@ -241,6 +243,7 @@ class SMTPTestServer:
             self.auth_required = True
             self.echo_auth = False
             self.echo_auth_on_data = False
+            self.size_limit: int | None = DATA_SIZE_DEFAULT  # SIZE for new connections; None: none
             self._messages: list[ReceivedMessage] = []
             self._auth_attempts: list[AuthAttempt] = []
             self._connections = 0

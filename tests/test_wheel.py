@@ -135,6 +135,7 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(tmp_path: Path) -> N
     assert "sysmail_ops/templates/builtin/builtin.toml" in names
     assert "sysmail_ops/templates/builtin/report-mail.html" in names
     assert "sysmail_ops/widgets/notebooks/01_email_management.ipynb" in names  # the console's
+    assert "sysmail_ops/config/providers.json" in names  # the provider presets
     assert f"{REPORTS}/data/make_crm.py" not in names  # it made the CSV once; not shipped
     assert not [n for n in names if "__pycache__" in n or ".ipynb_checkpoints" in n]
     here = {n.split("/")[1] for n in names if n.startswith("sysmail_ops/") and n.count("/") > 1}

@@ -9,14 +9,16 @@ process while the first one sends.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sysmail_ops.config.accounts import Account
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.mail import dkim
 from sysmail_ops.mail.headers import check_link, list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
 from sysmail_ops.templates import catalog as templates
+from sysmail_ops.templates.sender import Sender, append_signature
 
 
 @dataclass
@@ -56,33 +58,66 @@ def account_list_unsubscribe(a: Account) -> dict[str, str]:
     return list_unsubscribe(a.unsubscribe_url, a.unsubscribe_mailto)
 
 
+def sender_of(account: Account) -> Sender:
+    """What templates see as ``sender``: the account's display name, address, signature."""
+    return Sender(
+        account.display_name or "",
+        account.from_address,
+        account.signature_html,
+        account.signature_text,
+    ).completed()
+
+
 class Composer:
     """Builds the messages of one batch: one account, one template version, every render
-    under ``budget`` (the workspace's ``templates.render_budget``)."""
+    under ``budget`` (the workspace's ``templates.render_budget``).
+
+    The account's signature is ``{{ sender.signature }}``, and is appended to
+    each part when the template does not place it and the account says so
+    (``signature_auto``). With ``dkim_keys`` every message is DKIM-signed as
+    its last step, so the bytes sent, queued for retry and archived are the
+    signed ones.
+    """
 
     def __init__(
         self,
         account: Account,
         template: templates.Template,
         budget: templates.Budget = templates.DEFAULT_BUDGET,
+        dkim_keys: Sequence[dkim.DkimKey] = (),
     ):
         self.account = account
         self.template = template
         self.budget = budget
+        self.dkim_keys = tuple(dkim_keys)
         self.compiled = templates.compile_template(template)
         self.extra_headers = account_list_unsubscribe(account)
+        self.sender = sender_of(account)
+        self.append_signature = (
+            account.signature_auto
+            and self.sender.has_signature
+            and not self.compiled.places_signature
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # The compiled Jinja code does not pickle; the other side compiles the source again.
-        return {"account": self.account, "template": self.template, "budget": self.budget}
+        # The DKIM keys go along: the compose worker is a child fed through a private pipe.
+        return {
+            "account": self.account,
+            "template": self.template,
+            "budget": self.budget,
+            "dkim_keys": self.dkim_keys,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["account"], state["template"], state["budget"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["account"], state["template"], state["budget"], state.get("dkim_keys", ())
+        )
 
     def check_budget(self, record: Mapping[str, Any]) -> None:
         """Raise ``RenderBudgetError`` if rendering ``record`` goes over the budget; any
         other render error is left for sending to report."""
-        self.compiled.check_budget(record, self.budget)
+        self.compiled.check_budget(record, self.budget, self.sender)
 
     def headers(self, d: Delivery) -> Mapping[str, str]:
         """The account's extra headers, then the delivery's own (which win)."""
@@ -103,7 +138,11 @@ class Composer:
 
     def prepare(self, d: Delivery) -> tuple[Composed, str]:
         """Render and compose one delivery (message and subject); raises on bad input."""
-        rendered = self.compiled.render(d.record, self.budget)
+        rendered = self.compiled.render(d.record, self.budget, sender=self.sender)
+        html, text = rendered.html, rendered.text
+        if self.append_signature:
+            signed_html, text = append_signature(html, text, self.sender)
+            html = signed_html if html else html  # a text-only template stays text only
         composed = compose(
             from_addr=self.account.from_address,
             from_name=self.account.display_name,
@@ -112,10 +151,12 @@ class Composer:
             bcc=d.bcc,
             reply_to=d.reply_to,
             subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
+            text=text,
+            html=html,
             attachments=d.attachments,
             inline_images=d.inline_images,
             extra_headers=self.headers(d),
         )
+        if self.dkim_keys:
+            composed = replace(composed, data=dkim.sign(composed.data, self.dkim_keys))
         return composed, rendered.subject

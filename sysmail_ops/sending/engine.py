@@ -16,6 +16,7 @@ from itertools import islice
 from typing import Any
 
 from sysmail_ops.config import accounts as accounts_mod
+from sysmail_ops.config import signing
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
 from sysmail_ops.mail.mime import Composed
@@ -70,6 +71,10 @@ class SendResult:
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
         return f"batch {self.batch_id}: " + ", ".join(parts)
+
+
+def _mb(size: int | None) -> str:
+    return f"{(size or 0) / 2**20:.1f} MB"
 
 
 KEEP_BUILT_BYTES = 32 * 2**20  # messages built up front and kept for sending, at most
@@ -130,11 +135,14 @@ class BatchSender:
                 f"unknown use case {use_case!r}: choose one of {', '.join(sendlog.USE_CASES)}"
             )
         self.ws = ws
-        with ws.store.connect() as con:  # one store visit (~30 ms each) for all three
+        with ws.store.connect() as con:  # one store visit (~30 ms each) for all of them
             self.account = accounts_mod.get_account(ws, account, con=con)
             self.template = templates.get_template(ws, template, template_version, con=con)
             budget = templates.render_budget(ws, con=con)
-        self.composer = Composer(self.account, self.template, budget)
+            dkim_keys = signing.dkim_keys(ws, self.account, con=con)
+        self.composer = Composer(self.account, self.template, budget, dkim_keys)
+        self.max_bytes = self.account.max_message_bytes or accounts_mod.DEFAULT_MAX_MESSAGE_BYTES
+        self.server_max: int | None = None  # the connected server's SIZE (RFC 1870), if any
         self.compiled = self.composer.compiled
         self.use_case = use_case
         self.opt = options
@@ -322,6 +330,11 @@ class BatchSender:
                 pending = [p for p in pending if p not in listed]
         if not pending:
             return
+        too_big = self._too_big(composed, dry_run=self.opt.dry_run)
+        if too_big is not None:
+            self.result.errors.append(f"{d.key or ', '.join(d.to)}: {too_big}")
+            settle(pending, "failed", Outcome("failed", "size", None, too_big))
+            return
         if self.opt.dry_run:
             path = self.ws.preview_dir / self.batch_id / f"{self.result.messages:06d}.eml"
             private.make_dirs(path.parent)
@@ -334,6 +347,27 @@ class BatchSender:
             settle(pending, "failed", Outcome("failed", "mail", None, why))
             return
         self._deliver(journal, d, composed, subject, pending, queued)
+
+    def _too_big(self, composed: Composed, *, dry_run: bool) -> str | None:
+        """Why ``composed`` may not be sent (over the account's maximum or the server's SIZE),
+        as one line with the sizes and the limit; None when it fits. Checked before MAIL."""
+        size = composed.size
+        server = None
+        if not dry_run:
+            if self.conn is None or not self.conn.is_open:
+                try:
+                    self._connection()  # the server's SIZE comes with its EHLO
+                except _ConnectionDown:
+                    return None  # the attempt defers the message, as for any message
+            server = self.server_max
+        limit = server if server and server < self.max_bytes else self.max_bytes
+        if size <= limit:
+            return None
+        said = f"server SIZE {_mb(server)}" if server else "server states no SIZE"
+        return (
+            f"message is {_mb(size)} ({size:,} bytes), over the limit of {_mb(limit)} "
+            f"({said}; account maximum {_mb(self.max_bytes)}): not sent"
+        )
 
     def _supports_smtputf8(self) -> bool:
         try:
@@ -366,6 +400,7 @@ class BatchSender:
                 delay *= 2
                 continue
             self.conn, self.pipe, self.sent_on_conn = conn, Pipeline(conn), 0
+            self.server_max = conn.size_limit
             return conn
         raise AssertionError("unreachable")
 

@@ -56,6 +56,8 @@ from sysmail_ops.templates.render import DEFAULT_BUDGET as DEFAULT_BUDGET  # pub
 from sysmail_ops.templates.render import Budget as Budget
 from sysmail_ops.templates.render import RenderBudgetError as RenderBudgetError
 from sysmail_ops.templates.render import html_to_text as html_to_text
+from sysmail_ops.templates.sender import NAME as SENDER
+from sysmail_ops.templates.sender import Sender, places_signature
 
 if TYPE_CHECKING:  # Jinja2 loads with the first template (render.environments)
     import duckdb
@@ -212,7 +214,7 @@ def _build(
         text, asts["text"] = derive_text(html, asts["html"])
         _trial(f"template {name!r} v{version}", {"text": text}, budget)
     if declared is not None:
-        undeclared = sorted(fields_used(asts.values()) - set(declared))
+        undeclared = sorted(fields_used(asts.values()) - set(declared) - {SENDER})
         if undeclared:
             listed = ", ".join(f"`{f}`" for f in undeclared)
             what = f"fields {listed} are" if len(undeclared) > 1 else f"field {listed} is"
@@ -273,6 +275,8 @@ class CompiledTemplate:
         "_text",
         "fields_used",
         "name",
+        "places_signature",
+        "uses_sender",
         "version",
     )
 
@@ -300,7 +304,11 @@ class CompiledTemplate:
                 part.globals = dict(part.globals)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{self}: line {exc.lineno}: {one_line(str(exc))}") from None
-        self.fields_used: frozenset[str] = frozenset(fields_used(asts.values()))
+        used = frozenset(fields_used(asts.values()))
+        # ``sender`` is the account's (``templates.sender``), not a record field.
+        self.fields_used: frozenset[str] = used - {SENDER}
+        self.uses_sender = SENDER in used
+        self.places_signature = places_signature(asts.values())  # {{ sender.signature }}
         self._shape = shape_of(asts.values())
 
     def __repr__(self) -> str:
@@ -310,39 +318,53 @@ class CompiledTemplate:
         return f"template {self.name!r} v{self.version}"
 
     def render(
-        self, record: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET, *, inline: bool = True
+        self,
+        record: Mapping[str, Any],
+        budget: Budget = DEFAULT_BUDGET,
+        *,
+        inline: bool = True,
+        sender: Sender | None = None,
     ) -> Rendered:
         """Subject (one line, stripped), HTML (autoescaped, CSS inlined) and text for a record.
 
         The three parts together run under ``budget`` (time, output, loop iterations);
         going over it raises ``RenderBudgetError``. ``inline=False`` leaves the CSS as it
-        is (a check that the record renders, not a message).
+        is (a check that the record renders, not a message). ``sender`` is what
+        ``{{ sender... }}`` shows (unless the record has a field of that name).
         """
+        parts = {"subject": record, "html": record, "text": record}
+        if sender is not None and self.uses_sender and SENDER not in record:
+            parts = {p: {**record, SENDER: sender.view(p)} for p in parts}
         meter = Meter(budget)
         previous = getattr(ACTIVE, "meter", None)
         ACTIVE.meter = meter  # what the sandbox's hooks count against (``metered``, inlined)
         try:
-            subject = self._run("subject", self._subject, record, meter).strip()
+            subject = self._run("subject", self._subject, parts["subject"], meter).strip()
             if BAD_SUBJECT.search(subject):
                 raise TemplateError(
                     f"{self}: the rendered subject contains a line break (header injection refused)"
                 )
-            html = self._run("html", self._html, record, meter)
-            text = self._run("text", self._text, record, meter)
+            html = self._run("html", self._html, parts["html"], meter)
+            text = self._run("text", self._text, parts["text"], meter)
         finally:
             ACTIVE.meter = previous
         if inline and self._inline_after:
             html = inline_rendered(html)
         return Rendered(subject, html, text)
 
-    def check_budget(self, record: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET) -> None:
+    def check_budget(
+        self,
+        record: Mapping[str, Any],
+        budget: Budget = DEFAULT_BUDGET,
+        sender: Sender | None = None,
+    ) -> None:
         """Raise ``RenderBudgetError`` if rendering ``record`` goes over ``budget``; other
         render errors are left to the render that sends. A template that only substitutes
         and loops over record data is not rendered when the record is too small to matter."""
         if self._shape is not None and self._shape.fits(record, budget):
             return
         try:
-            self.render(record, budget, inline=False)
+            self.render(record, budget, inline=False, sender=sender)
         except RenderBudgetError:
             raise
         except TemplateError:
@@ -580,14 +602,22 @@ def remove_template(ws: Workspace, name: str) -> None:
 
 
 def preview(
-    ws: Workspace, name: str, record: Mapping[str, Any], version: int | None = None
+    ws: Workspace,
+    name: str,
+    record: Mapping[str, Any],
+    version: int | None = None,
+    sender: Sender | None = None,
 ) -> Rendered:
-    """Render a template (current or given version) for one record, as sending would."""
+    """Render a template (current or given version) for one record, as sending would.
+
+    ``sender`` is the account's (``{{ sender... }}``); without one an example is shown.
+    """
     if not isinstance(record, Mapping):
         raise ValidationError(
             f"a record must be a mapping of field names to values, got {type(record).__name__}"
         )
-    return compile_template(get_template(ws, name, version)).render(record, render_budget(ws))
+    compiled = compile_template(get_template(ws, name, version))
+    return compiled.render(record, render_budget(ws), sender=sender or Sender.example())
 
 
 def check(ws: Workspace, name: str) -> dict[str, Any]:
