@@ -62,9 +62,29 @@ class SMTPError(SysmailError):
         return str(self.args[0])
 
 
+class OAuthError(SysmailError):
+    """An OAuth2 token could not be had: not authorized yet, revoked, or the provider refused."""
+
+
+class IMAPError(SysmailError):
+    """An IMAP step (connect, tls, login, select, fetch) failed; carries the server's reply."""
+
+    def __init__(self, message: str, step: str = "", reply: str = ""):
+        super().__init__(message, step, reply)
+        self.step = step
+        self.reply = reply
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class HeaderInjectionError(ValidationError):
     """A header value from data carried a line break (plain or RFC 2047-encoded)."""
 
 
 class ReportError(SysmailError):
     """A report notebook's executed output cannot be read or rendered."""
+
+
+class ReadOnlyError(SysmailError):
+    """A change or a send refused: this process is read-only (the console's --read-only)."""

@@ -16,6 +16,8 @@ from sysmail_ops.config.workspace import Workspace
 pytest_plugins = [
     "workspace_fixtures",  # the `ws` fixture and the isolated environment
     "system_servers",  # Chromium (`browser`, `page`) and other Debian servers, or a skip
+    "dovecot_fixture",  # a private Dovecot IMAP server (`dovecot`, `mailbox`), or a skip
+    "oauth_fixtures",  # a local OAuth2 server and an XOAUTH2 SMTP server (`oauth_server`, ...)
 ]
 
 # --- TLS: one test CA for the session ---------------------------------------------------
