@@ -376,6 +376,17 @@ class SMTPConnection:
         return mask(reply) if mask else reply
 
     @property
+    def size_limit(self) -> int | None:
+        """The largest message the server takes (RFC 1870 SIZE from EHLO); None: not stated
+        (or 0, which says there is no fixed maximum)."""
+        value = self.smtp.esmtp_features.get("size", "") if self.smtp is not None else ""
+        try:
+            size = int(value.split()[0]) if value.strip() else 0
+        except ValueError:
+            return None
+        return size if size > 0 else None
+
+    @property
     def supports_smtputf8(self) -> bool:
         return bool(self.smtp and self.smtp.has_extn("smtputf8"))
 
@@ -457,17 +468,6 @@ class SMTPConnection:
             if not accepted:  # a server that says 354 with no recipient gets an empty message
                 smtp.send(b".\r\n")
                 smtp.getreply()
-    @property
-    def size_limit(self) -> int | None:
-        """The largest message the server takes (RFC 1870 SIZE from EHLO); None: not stated
-        (or 0, which says there is no fixed maximum)."""
-        value = self.smtp.esmtp_features.get("size", "") if self.smtp is not None else ""
-        try:
-            size = int(value.split()[0]) if value.strip() else 0
-        except ValueError:
-            return None
-        return size if size > 0 else None
-
             else:
                 smtp.send(data_bytes(data))
                 code, msg = smtp.getreply()
