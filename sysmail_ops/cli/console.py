@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from sysmail_ops.cli import console_access
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.config.workspace import ENV_HOME
 from sysmail_ops.errors import SysmailError, ValidationError
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 ({DEFAULT_PORT})"
     )
+    console_access.add_arguments(p)  # --ip, --token, --read-only, --set-password, ...
     p.set_defaults(handler=cmd_console)
 
 
@@ -97,22 +99,39 @@ def _check_port(ip: str, port: int) -> None:
 
 def cmd_console(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    options = ConsoleOptions(notebooks=notebooks_dir(), port=args.port)
+    done = console_access.password_command(args, ws)  # --set-password / --clear-password
+    if done is not None:
+        return done
+    ip = console_access.listen_address(args, ws)  # non-loopback without a login: refused
+    options = ConsoleOptions(notebooks=notebooks_dir(), port=args.port, ip=ip)
     _check_port(options.ip, options.port)
     env = dict(os.environ)
     env[ENV_HOME] = str(ws.home)  # the kernels open this workspace (the notebooks' home=None)
     if args.lock_wait is not None:
         env[ENV_LOCK_WAIT] = str(args.lock_wait)
-    url = f"http://{options.ip}:{options.port}/voila/render/{FIRST_PAGE}"
+    guard = console_access.prepare(args, ws, options.notebooks, FIRST_PAGE, env)
+    options.notebooks = guard.notebooks
+    options.extra.extend(guard.voila_options)
+    url = f"http://{options.ip}:{options.port}/voila/render/{guard.first_page}{guard.query}"
     print(f"Admin Console for {ws.home}: {url} (Ctrl-C stops it)", flush=True)
-    child = subprocess.Popen(voila_command(options), env=env)
+    print(f"login: {guard.login}{', read-only' if args.read_only else ''}", flush=True)
+    # Voila gets its own session: a Ctrl-C in the terminal reaches the console alone, which
+    # stops Voila (and so its kernels) with one SIGINT; SIGTERM to the console does the same.
+    child = subprocess.Popen(voila_command(options), env=env, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return child.wait()
     except KeyboardInterrupt:
         child.send_signal(signal.SIGINT)
         try:
-            child.wait(timeout=10)
+            child.wait(timeout=20)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt

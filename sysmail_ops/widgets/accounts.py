@@ -24,6 +24,7 @@ __all__ = ["NEW", "EmailManagement", "email_management"]
 NEW = "(new system email)"
 _WIDE = w.Layout(width="34em")
 _STYLE = {"description_width": "13em"}
+_AUTO = w.Layout(width="auto")
 _DEFAULT_IMAP = "(default: ssl)"
 
 
@@ -70,7 +71,7 @@ class EmailManagement(w.VBox):
         self.login = _text("Login", "default: the email account")
         self.password = w.Password(description="Password", layout=_WIDE, style=_STYLE)
         self.no_password = w.Checkbox(
-            description="no login (relay without a password)", indent=False
+            description="no login (relay without a password)", indent=False, layout=_AUTO
         )
         self.smtp_host = _text("SMTP server", "smtp.example.com")
         self.smtp_security = w.Dropdown(
@@ -78,9 +79,12 @@ class EmailManagement(w.VBox):
         )
         self.smtp_port = _int("SMTP port")
         self.smtp_port.value = api.DEFAULT_PORTS["starttls"]
-        self.sent_archiving = w.Checkbox(description="Sent Email Archiving", indent=False)
-        self.received_archiving = w.Checkbox(description="Received Email Archiving", indent=False)
-        self.archiving_default = w.HTML()
+        self.sent_archiving = w.Checkbox(
+            description="Sent Email Archiving", indent=False, layout=_AUTO
+        )
+        self.received_archiving = w.Checkbox(
+            description="Received Email Archiving", indent=False, layout=_AUTO
+        )
 
         # rarely used: in a collapsed section
         self.password_env = _text("Password from env", "NAME of an environment variable")
@@ -88,6 +92,7 @@ class EmailManagement(w.VBox):
         self.allow_insecure_auth = w.Checkbox(
             description="allow AUTH over an unencrypted connection to a non-local host",
             indent=False,
+            layout=_AUTO,
         )
         self.imap_host = _text("IMAP host", "default: derived from the SMTP server")
         self.imap_port = _int("IMAP port (0: default)")
@@ -165,7 +170,6 @@ class EmailManagement(w.VBox):
                 self.smtp_port,
                 self.sent_archiving,
                 self.received_archiving,
-                self.archiving_default,
                 self.advanced,
                 w.HBox([self.save, self.test, self.test_to, self.remove]),
                 self.confirm_box,
@@ -190,7 +194,8 @@ class EmailManagement(w.VBox):
                 verdict = "never tested"
             else:
                 t = tests[0]
-                verdict = f"{'ok' if t['ok'] else 'FAILED at ' + str(t['step'])} ({t['tested_at']})"
+                when = str(t["tested_at"])[:16].replace("T", " ")
+                verdict = f"{'ok' if t['ok'] else 'FAILED at ' + str(t['step'])}, {when} UTC"
             cells = [
                 a.name,
                 api.KIND_LABELS[a.kind],
@@ -299,12 +304,11 @@ class EmailManagement(w.VBox):
             self._loading = False
 
     def _show_default(self) -> None:
+        """Each archiving switch names the default of the kind chosen."""
         label = api.KIND_LABELS[self.kind.value]
         default = _on_off(api.ARCHIVING_BY_KIND[self.kind.value])
-        self.archiving_default.value = (
-            f"<small>Default for {html.escape(label)}: sent archiving {default}, "
-            f"received archiving {default}</small>"
-        )
+        for box, what in ((self.sent_archiving, "Sent"), (self.received_archiving, "Received")):
+            box.description = f"{what} Email Archiving (default for {label}: {default})"
 
     # --- callbacks --------------------------------------------------------------------------
 

@@ -136,7 +136,9 @@ class SubscriptionManagement(w.VBox):
             description="Formats", options=list(model.FORMATS), value=("html_body",),
             rows=len(model.FORMATS), style=_STYLE,
         )  # fmt: skip
-        self.skip_if_empty = w.Checkbox(description="skip when the report has no rows")
+        self.skip_if_empty = w.Checkbox(
+            description="skip when the report has no rows", layout=w.Layout(width="auto")
+        )
         self.save = w.Button(description="Save", button_style="primary", icon="save")
         self.preview = w.Button(description="Preview", icon="eye")
         self.test_to = w.Text(placeholder="test-send to (your address)")
@@ -285,8 +287,10 @@ class SubscriptionManagement(w.VBox):
         if df.empty:
             self.history.value = "<i>no runs yet</i>"
             return
-        self.history.value = df[_HISTORY_COLUMNS].to_html(
-            index=False, escape=True, na_rep="", classes="sysmail-runs", border=1
+        shown = df[_HISTORY_COLUMNS].astype(object)
+        shown = shown.where(shown.notna(), "").rename(columns={"slot": "slot (UTC)"})
+        self.history.value = shown.to_html(
+            index=False, escape=True, classes="sysmail-runs", border=1
         )
 
     # --- callbacks --------------------------------------------------------------------------

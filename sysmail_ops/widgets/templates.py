@@ -99,7 +99,11 @@ class TemplateManagement(w.VBox):
             layout=w.Layout(width="48em", height="7em"),
             style=_STYLE,
         )
-        self.skeleton = w.Button(description="Fields this template uses", icon="list")
+        self.skeleton = w.Button(
+            description="Sample record with the fields this template uses",
+            icon="list",
+            layout=w.Layout(width="auto"),
+        )
         self.recent = w.HTML()
         self.problems = w.HTML()
         self.preview_subject = w.HTML()
@@ -191,6 +195,7 @@ class TemplateManagement(w.VBox):
                 self.subject.value = t.subject
                 self.html.value = t.html
                 self.text.value = "" if t.text_derived else t.text
+                self.record.value = self._skeleton(sorted(catalog.check(self.ws, t.name)["used"]))
             else:
                 for box in (self.name, self.object_type, self.description, self.fields,
                             self.subject, self.html, self.text):  # fmt: skip
@@ -310,11 +315,18 @@ class TemplateManagement(w.VBox):
         if not self._loading:
             self.update_preview()
 
+    def _skeleton(self, names: list[str]) -> str:
+        """A sample record with these fields: the values typed so far, else a marker."""
+        try:
+            current = self._record()
+        except ValidationError:
+            current = {}
+        skeleton = {n: current.get(n, f"[{n}]") for n in names}
+        return json.dumps(skeleton, indent=2, ensure_ascii=False)
+
     def _on_skeleton(self, _button: Any) -> None:
         names = drafts.fields_of(self._draft())
-        current = self._record()
-        skeleton = {n: current.get(n, "") for n in names}
-        self.record.value = json.dumps(skeleton, indent=2, ensure_ascii=False)
+        self.record.value = self._skeleton(names)
         message(self.status, f"the template reads {len(names)} field(s)", "info")
 
     def _on_save(self, _button: Any) -> None:

@@ -34,7 +34,8 @@ def test_add_edit_remove(ws: Workspace, smtp_server: SMTPTestServer) -> None:
     _fill_new(form, smtp_server, "notices", GOOD_PASSWORD)
     # a workflow account starts with both switches off (the kind's default), and says so
     assert not form.sent_archiving.value and not form.received_archiving.value
-    assert "Workflow notification: sent archiving off" in form.archiving_default.value
+    assert form.sent_archiving.description.endswith("(default for Workflow notification: off)")
+    assert "(default for Workflow notification: off)" in form.received_archiving.description
     form.save.click()
     assert "bound notices" in _status(form), _status(form)
     assert form.password.value == ""  # cleared after Save
@@ -131,7 +132,7 @@ def test_good_test_and_test_message(ws: Workspace, smtp_server: SMTPTestServer) 
     form.test.click()
     assert "OK" in _status(form) and "sysmail-ok" in _status(form), _status(form)
     assert any("ops@example.com" in m.rcpt_tos for m in smtp_server.messages)
-    assert "ok (" in form.table.value
+    assert "ok, 20" in form.table.value and " UTC" in form.table.value
 
 
 @pytest.mark.parametrize("typed", ["pa\nss", "x" * 3])

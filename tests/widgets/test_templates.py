@@ -3,6 +3,8 @@ line, edit into a new version, diff two versions."""
 
 from __future__ import annotations
 
+import json
+
 from conftest import bind
 from smtp_testserver import SMTPTestServer
 
@@ -83,8 +85,14 @@ def test_skeleton_and_recent_sends(ws: Workspace, smtp_server: SMTPTestServer) -
                  record={"first_name": "Ana", "case_id": "C-9"})  # fmt: skip
     form = TemplateManagement(ws)
     form.pick.value = "notice"
+    # a picked template fills the sample with its fields, keeping the values typed so far
+    assert json.loads(form.record.value) == {"case_id": "C-1001", "first_name": "Ana"}
+    assert "About C-1001" in form.preview_subject.value
     assert "ana@example.com" in form.recent.value and "About C-9" in form.recent.value
     form.record.value = '{"case_id": "C-1", "other": 1}'
     form.skeleton.click()
-    assert '"case_id": "C-1"' in form.record.value and '"first_name": ""' in form.record.value
+    assert (
+        '"case_id": "C-1"' in form.record.value
+        and '"first_name": "[first_name]"' in form.record.value
+    )
     assert "other" not in form.record.value
