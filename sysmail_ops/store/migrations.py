@@ -349,4 +349,56 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE accounts ADD COLUMN oauth_authorized_as VARCHAR;
         """,
     ),
+    (
+        12,
+        "received archiving: IMAP fetch state and status, received-mail columns, bounces",
+        """
+        ALTER TABLE accounts ADD COLUMN imap_login VARCHAR;
+        ALTER TABLE accounts ADD COLUMN imap_password_enc VARCHAR;
+        ALTER TABLE archive ADD COLUMN folder VARCHAR;
+        ALTER TABLE archive ADD COLUMN uidvalidity BIGINT;
+        ALTER TABLE archive ADD COLUMN uid BIGINT;
+        ALTER TABLE archive ADD COLUMN in_reply_to VARCHAR;
+        ALTER TABLE archive ADD COLUMN ref_ids VARCHAR[];
+        ALTER TABLE archive ADD COLUMN thread_id VARCHAR;
+        ALTER TABLE archive ADD COLUMN reply_to_id VARCHAR;
+        ALTER TABLE archive ADD COLUMN body_text VARCHAR;
+        ALTER TABLE archive ADD COLUMN attachment_sizes BIGINT[];
+        ALTER TABLE archive ADD COLUMN content_hash VARCHAR;
+        ALTER TABLE archive ADD COLUMN parse_error VARCHAR;
+        ALTER TABLE archive ADD COLUMN fetched_at TIMESTAMP;
+        CREATE INDEX archive_message_id ON archive (message_id);
+        CREATE TABLE imap_folders (
+            account VARCHAR NOT NULL,
+            folder VARCHAR NOT NULL,
+            uidvalidity BIGINT NOT NULL,
+            last_uid BIGINT NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (account, folder)
+        );
+        CREATE TABLE imap_status (
+            account VARCHAR PRIMARY KEY,
+            last_fetch_at TIMESTAMP,
+            last_ok_at TIMESTAMP,
+            last_fetched INTEGER,
+            total_fetched BIGINT NOT NULL DEFAULT 0,
+            last_error VARCHAR,
+            last_error_at TIMESTAMP
+        );
+        CREATE TABLE bounces (
+            archive_id VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            recipient VARCHAR NOT NULL,
+            hard BOOLEAN NOT NULL,
+            status VARCHAR,
+            diagnostic VARCHAR,
+            detector VARCHAR NOT NULL,
+            original_message_id VARCHAR,
+            log_id BIGINT,
+            delivery_key VARCHAR,
+            received_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (archive_id, recipient)
+        );
+        """,
+    ),
 ]

@@ -55,4 +55,6 @@ def users_of(con: duckdb.DuckDBPyConnection, target: Target, name: str) -> list[
 
 # Tables that record what happened (or belong to the account itself): their rows
 # keep an account's or a template's name after it is removed, and never block it.
-HISTORY: frozenset[str] = frozenset({"send_log", "archive", "deferred", "account_tests"})
+HISTORY: frozenset[str] = frozenset(
+    {"send_log", "archive", "deferred", "account_tests", "imap_folders", "imap_status", "bounces"}
+)
