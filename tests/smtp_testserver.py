@@ -216,8 +216,6 @@ class _Controller(Controller):
 class SMTPTestServer:
     """A running aiosmtpd server on a free loopback port, recording what it receives."""
 
-    handler_class: type[_Handler] = _Handler  # a subclass adds AUTH mechanisms (auth_NAME)
-
     def __init__(
         self,
         security: Security,
@@ -294,7 +292,7 @@ class SMTPTestServer:
         else:
             # aiosmtpd only counts STARTTLS as TLS, so SMTPS must not require it for AUTH.
             kwargs.update(auth_require_tls=False)
-        handler = self.handler_class(self)
+        handler = _Handler(self)
         self._controller = _Controller(
             handler,
             hostname=self.host,

@@ -35,6 +35,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.store import access
 from sysmail_ops.store.database import Store, utcnow
 
 if TYPE_CHECKING:
@@ -256,6 +257,7 @@ def record(
     changes = diff(before, after, ignore)
     if before is not None and after is not None and not changes:
         return False
+    access.check_writable(f"changing {kind} {name!r}")  # raised inside the change's transaction
     user, source = actor()
     parts = [note] if note else []
     if before is not None and after is not None:
