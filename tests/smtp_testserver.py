@@ -216,6 +216,8 @@ class _Controller(Controller):
 class SMTPTestServer:
     """A running aiosmtpd server on a free loopback port, recording what it receives."""
 
+    handler_class: type[_Handler] = _Handler  # a subclass adds AUTH mechanisms (auth_NAME)
+
     def __init__(
         self,
         security: Security,
@@ -292,7 +294,7 @@ class SMTPTestServer:
         else:
             # aiosmtpd only counts STARTTLS as TLS, so SMTPS must not require it for AUTH.
             kwargs.update(auth_require_tls=False)
-        handler = _Handler(self)
+        handler = self.handler_class(self)
         self._controller = _Controller(
             handler,
             hostname=self.host,

@@ -10,8 +10,8 @@ from typing import Any
 from sysmail_ops.cli.common import on_off, open_workspace
 from sysmail_ops.cli.output import print_fields, print_json, print_table, safe, warn
 from sysmail_ops.config import accounts as api
+from sysmail_ops.config import oauth, signing
 from sysmail_ops.config import providers as presets
-from sysmail_ops.config import signing
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.mail.credentials import Secret
 from sysmail_ops.sending import connection_test as conntest
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="look up the address's MX records (DNS) to pick a preset",
     )
     _password_options(add)
+    _oauth_options(add)
     add.set_defaults(handler=cmd_add)
 
     prov = acts.add_parser("providers", help="list the provider presets (or show one)")
@@ -87,10 +88,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     edit.add_argument("name")
     _fields(edit, required=False)
     _password_options(edit)
+    _oauth_options(edit)
     edit.add_argument(
         "--clear-password", action="store_true", help="remove the password (relay without login)"
     )
     edit.set_defaults(handler=cmd_edit)
+
+    auth = acts.add_parser(
+        "authorize",
+        help="OAuth2: run the account's flow (device code, browser sign-in or app-only)",
+    )
+    auth.add_argument("name")
+    auth.add_argument(
+        "--browser", action="store_true", help="open the sign-in page in a browser (installed app)"
+    )
+    auth.add_argument(
+        "--wait", type=float, default=oauth.LOOPBACK_WAIT, metavar="S",
+        help="seconds to wait for the browser sign-in (300)",
+    )  # fmt: skip
+    auth.set_defaults(handler=cmd_authorize)
 
     rm = acts.add_parser("remove", help="unbind a system email")
     rm.add_argument("name")
@@ -144,6 +160,68 @@ def _fields(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--unsubscribe-url", metavar="URL", help="List-Unsubscribe https URL")
     p.add_argument("--sent-archiving", type=on_off, metavar="on|off", help="default by kind")
     p.add_argument("--received-archiving", type=on_off, metavar="on|off", help="default by kind")
+
+
+def _oauth_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("login method (OAuth2: README, Microsoft 365 / Google Workspace)")
+    g.add_argument(
+        "--auth",
+        choices=oauth.AUTHS,
+        help="password (default with a password), none (a relay without login) or oauth2",
+    )
+    g.add_argument("--oauth-provider", choices=oauth.PROVIDERS, help="who issues the tokens")
+    g.add_argument(
+        "--oauth-flow",
+        choices=sorted({f for flows in oauth.FLOWS.values() for f in flows}),
+        help="microsoft: device (default) | client_credentials; google: service_account "
+        "(default) | authorization_code; generic: device | authorization_code | "
+        "client_credentials",
+    )
+    g.add_argument("--oauth-client-id", metavar="ID", help="application (client) ID")
+    g.add_argument("--oauth-tenant", metavar="T", help="Microsoft directory (tenant) ID or domain")
+    g.add_argument(
+        "--oauth-endpoint",
+        metavar="URL",
+        help="Microsoft authority host (national cloud), or the issuer URL (generic)",
+    )
+    g.add_argument("--oauth-scopes", metavar="S", help="space-separated; default: the provider's")
+    g.add_argument(
+        "--oauth-secret-stdin",
+        action="store_true",
+        help="read the client secret from standard input (stored encrypted)",
+    )
+    g.add_argument(
+        "--oauth-key-file",
+        metavar="JSON",
+        help="Google service-account key (stored encrypted; the file can be deleted after)",
+    )
+
+
+def _oauth_values(args: argparse.Namespace) -> dict[str, Any]:
+    if args.oauth_secret_stdin and getattr(args, "password_stdin", False):
+        raise ValidationError("--oauth-secret-stdin and --password-stdin cannot both read stdin")
+    values: dict[str, Any] = {
+        "auth": args.auth,
+        "oauth_provider": args.oauth_provider,
+        "oauth_flow": args.oauth_flow,
+        "oauth_client_id": args.oauth_client_id,
+        "oauth_tenant": args.oauth_tenant,
+        "oauth_endpoint": args.oauth_endpoint,
+        "oauth_scopes": args.oauth_scopes,
+    }
+    if args.oauth_secret_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            raise ValidationError("--oauth-secret-stdin read an empty line")
+        values["oauth_client_secret"] = Secret(secret)
+    if args.oauth_key_file:
+        try:
+            with open(args.oauth_key_file, encoding="utf-8") as fh:
+                values["oauth_key"] = Secret(fh.read(64 * 1024))
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ValidationError(f"--oauth-key-file {args.oauth_key_file}: {why}") from None
+    return values
 
 
 def _password_options(p: argparse.ArgumentParser) -> None:
@@ -242,11 +320,15 @@ def cmd_add(args: argparse.Namespace) -> int:
         seen = presets.suggest(args.address or "")
         also = f" (the address looks like --provider {seen.name})" if seen else ""
         raise ValidationError(f"give --host, --provider P or --detect{also}")
-    password, ref = _read_password(args, prompt=True)
+    oauth_values = _oauth_values(args)
+    if preset is not None and args.auth == "oauth2" and not args.oauth_provider:
+        oauth_values["oauth_provider"] = preset.oauth_provider
+    password, ref = _read_password(args, prompt=args.auth not in ("oauth2", "none"))
     values = dict(preset.account_values()) if preset else {}
     values.update({k: v for k, v in _field_values(args).items() if v is not None})
     values.setdefault("kind", "other")
     values.setdefault("smtp_security", "starttls")
+    values.update({k: v for k, v in oauth_values.items() if v is not None})
     account = api.add_account(ws, args.name, password=password, password_ref=ref, **values)
     for hint in account.hints():
         warn(hint)
@@ -269,6 +351,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         f"bound {account.name} ({api.KIND_LABELS[account.kind]}, {account.from_address}); "
         f"{used} of {limit} used"
     )
+    if account.auth == "oauth2":
+        print(f"next: `sysmail-ops accounts authorize {account.name}`")
     return 0
 
 
@@ -281,6 +365,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         password=password,
         password_ref=ref,
         clear_password=args.clear_password,
+        **_oauth_values(args),
         **_field_values(args),
     )
     for hint in account.hints():
@@ -335,6 +420,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("display name", a.display_name),
             ("login", a.login),
             ("password", a.password_display or "(none: no login)"),
+            ("OAuth2", oauth.status(ws, a.name) if a.auth == "oauth2" else None),
             ("SMTP server", f"{a.smtp_host}:{a.smtp_port} ({a.smtp_security})"),
             ("CA bundle", a.ca_bundle),
             ("insecure auth", a.allow_insecure_auth),
@@ -359,6 +445,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     for t in tests:
         verdict = "ok" if t["ok"] else f"FAILED at {t['step']}"
         print(f"  {t['tested_at']}  {safe(verdict)}: {safe(t['message'])}")
+    return 0
+
+
+def cmd_authorize(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    a = api.get_account(ws, args.name)
+    if a.auth != "oauth2":
+        raise ValidationError(
+            f"{a.name} logs in with {a.auth}, not OAuth2: `sysmail-ops accounts edit {a.name} "
+            "--auth oauth2 --oauth-provider ...` first"
+        )
+
+    def say(line: str) -> None:
+        print(safe(line), flush=True)
+
+    print(oauth.authorize(ws, a.oauth, say=say, open_browser=args.browser, wait=args.wait))
     return 0
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sysmail_ops.config import oauth
 from sysmail_ops.config.secrets import check_reference, resolve_reference
 from sysmail_ops.errors import InUseError, LimitError, NotFoundError, ValidationError
 from sysmail_ops.mail.addresses import check_address, is_loopback
@@ -87,9 +88,34 @@ class Account:
     dkim_domain: str | None = None
     dkim_rsa_selector: str | None = None
     dkim_ed25519_selector: str | None = None
+    # How it logs in: password (or none given: a relay without login), none, oauth2 (XOAUTH2).
+    auth: str = "password"
+    oauth_provider: str | None = None  # microsoft | google | generic
+    oauth_flow: str | None = None  # device | client_credentials | service_account | ...
+    oauth_client_id: str | None = None
+    oauth_tenant: str | None = None
+    oauth_endpoint: str | None = None  # authority host or issuer URL; None: the provider's
+    oauth_scopes: str | None = None  # space-separated; None: the provider's defaults
+
+    @property
+    def oauth(self) -> oauth.OAuthClient:
+        """This account's OAuth2 settings (plain values; the tokens stay in the store)."""
+        return oauth.OAuthClient(
+            account=self.name,
+            login=self.login,
+            provider=self.oauth_provider or "generic",
+            flow=self.oauth_flow or "device",
+            client_id=self.oauth_client_id,
+            tenant=self.oauth_tenant,
+            endpoint=self.oauth_endpoint,
+            scopes=tuple((self.oauth_scopes or "").split()),
+            ca_bundle=self.ca_bundle,
+        )
 
     @property
     def password_display(self) -> str:
+        if self.auth == "oauth2":
+            return f"(OAuth2: {self.oauth_provider}, {self.oauth_flow})"
         if self.auth_source == "stored":
             return MASK
         if self.auth_source == "env":
@@ -98,7 +124,7 @@ class Account:
 
     @property
     def needs_login(self) -> bool:
-        return self.auth_source != "none"
+        return self.auth == "oauth2" or (self.auth == "password" and self.auth_source != "none")
 
     @property
     def server(self) -> SMTPServer:
@@ -112,6 +138,7 @@ class Account:
             needs_login=self.needs_login,
             ca_bundle=self.ca_bundle,
             allow_insecure_auth=self.allow_insecure_auth,
+            auth="xoauth2" if self.auth == "oauth2" else "password",
         )
 
     def hints(self) -> list[str]:
@@ -237,6 +264,7 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(f"unsubscribe URL must start with https://, got {url!r}")
     v["unsubscribe_url"] = url
     _check_size_and_signing(v)
+    oauth.check_settings(v)
     # What goes into a header is checked by the rules that compose applies at every send.
     check_sender(
         v["from_address"],
@@ -350,8 +378,11 @@ def add_account(
 
     ``optional`` takes the other ``Account`` fields (description, display_name,
     login, ca_bundle, allow_insecure_auth, imap_*, sent_archiving,
-    received_archiving); archiving defaults follow the kind.
+    received_archiving); archiving defaults follow the kind. For ``auth="oauth2"``,
+    ``oauth_client_secret`` and ``oauth_key`` (a Google service-account key, JSON)
+    are stored encrypted.
     """
+    client_secret, key = optional.pop("oauth_client_secret", None), optional.pop("oauth_key", None)
     unknown = set(optional) - set(_COLUMNS)
     if unknown:
         raise ValidationError(f"unknown account field(s): {', '.join(sorted(unknown))}")
@@ -366,7 +397,11 @@ def add_account(
             smtp_port=smtp_port,
         )
     )
-    values.update(_password_columns(ws, password, password_ref))
+    password_cols = _password_columns(ws, password, password_ref)
+    values.update(password_cols)
+    has_password = bool(password_cols["password_enc"] or password_cols["password_env"])
+    values["auth"] = _resolve_auth(optional.get("auth"), "none", has_password)
+    values.update(_auth_columns(ws, values, _secret(client_secret), _secret(key)))
     values["created_at"] = values["updated_at"] = utcnow()
     with ws.store.transaction() as con:
         row = con.execute("SELECT count(*), count(*) FILTER (name = ?) FROM accounts", [name])
@@ -376,7 +411,7 @@ def add_account(
                 f"at most {MAX_ACCOUNTS} system emails can be bound and {total} of "
                 f"{MAX_ACCOUNTS} are in use: remove one before adding {name!r}"
             )
-        cols = [c for c in [*_COLUMNS, "password_enc"] if c in values]
+        cols = [c for c in [*_COLUMNS, "password_enc", *_OAUTH_SECRETS] if c in values]
         insert_named(con, "accounts", cols, [values[c] for c in cols], "system email")
         audit.record(con, "account", name, "add", None, audit.row(con, "accounts", name=name))
     return get_account(ws, name)
@@ -393,6 +428,7 @@ def edit_account(
     **changes: Any,
 ) -> Account:
     """Change fields of a system email; ``None`` values leave a field as it is."""
+    client_secret, key = changes.pop("oauth_client_secret", None), changes.pop("oauth_key", None)
     changes = {k: v for k, v in changes.items() if v is not None}
     unknown = set(changes) - (set(_COLUMNS) - {"name", "created_at", "updated_at", "password_env"})
     if unknown:
@@ -405,6 +441,14 @@ def edit_account(
     sets = {c: values[c] for c in cols}
     if clear_password or password is not None or password_ref:
         sets.update(_password_columns(ws, None if clear_password else password, password_ref))
+    if "password_enc" in sets:
+        has_password = bool(sets["password_enc"] or sets["password_env"])
+    else:
+        has_password = current.auth_source != "none"
+    sets["auth"] = _resolve_auth(changes.get("auth"), current.auth, has_password)
+    sets.update(_auth_columns(ws, sets, _secret(client_secret), _secret(key)))
+    if any(getattr(current, c) != sets[c] for c in _OAUTH_SETTINGS):
+        sets.update(oauth_token_enc=None, oauth_authorized_at=None, oauth_authorized_as=None)
     sets["updated_at"] = utcnow()
     with ws.store.transaction() as con:
         before = audit.row(con, "accounts", name=name)
@@ -433,9 +477,64 @@ def remove_account(ws: Workspace, name: str) -> None:
         audit.record(con, "account", name, "remove", before, None)
 
 
+# Stored encrypted beside an OAuth2 account (never in an ``Account``).
+_OAUTH_SECRETS = ("oauth_client_secret_enc", "oauth_key_enc")
+# Settings whose change makes the stored tokens useless: they are dropped.
+_OAUTH_SETTINGS = (
+    "auth",
+    "login",
+    "oauth_provider",
+    "oauth_flow",
+    "oauth_client_id",
+    "oauth_tenant",
+    "oauth_endpoint",
+    "oauth_scopes",
+)
+
+
+def _secret(value: Secret | str | None) -> Secret | None:
+    return Secret(value) if isinstance(value, str) else value
+
+
+def _resolve_auth(explicit: str | None, current: str, has_password: bool) -> str:
+    """The auth method after an add or edit: a password (or its reference) means
+    ``password``, no password means ``none`` (a relay without login), unless
+    ``oauth2`` is asked for or kept."""
+    if explicit == "password" and not has_password:
+        raise ValidationError(
+            "auth password needs a password: --password-stdin or --password-env NAME "
+            "(or --auth none for a relay without login)"
+        )
+    if explicit is not None:
+        return explicit
+    if current == "oauth2":
+        return current
+    return "password" if has_password else "none"
+
+
+def _auth_columns(
+    ws: Workspace, values: dict[str, Any], client_secret: Secret | None, key: Secret | None
+) -> dict[str, Any]:
+    """The stored secrets that go with the auth method, encrypted: ``none`` drops a
+    password; a client secret or service-account key is stored as given."""
+    out: dict[str, Any] = {}
+    if values.get("auth") == "none":
+        out.update(password_enc=None, password_env=None)
+    if client_secret is not None:
+        if any(c in client_secret.reveal() for c in "\r\n\0"):
+            raise ValidationError("the client secret must not contain line breaks")
+        out["oauth_client_secret_enc"] = ws.secrets.encrypt(client_secret)
+    if key is not None:
+        out["oauth_key_enc"] = ws.secrets.encrypt(oauth.check_service_account_key(key.reveal()))
+    return out
+
+
 def password_for(ws: Workspace, account: Account) -> Secret:
-    """The clear password, at the moment of use (empty when the relay needs no login)."""
+    """What the login presents, at the moment of use: the clear password (empty when the
+    relay needs no login), or for OAuth2 a valid access token (``oauth.access_token``)."""
     access.check_writable(f"sending through {account.name!r}")  # every send and test asks here
+    if account.auth == "oauth2":
+        return oauth.access_token(ws, account.oauth)
     if account.auth_source == "env":
         return resolve_reference(account.password_env or "")
     if account.auth_source == "none":

@@ -22,9 +22,9 @@ from functools import cache
 from types import TracebackType
 from typing import Any
 
-from sysmail_ops.errors import InsecureAuthError, SMTPError
+from sysmail_ops.errors import InsecureAuthError, SMTPError, SysmailError
 from sysmail_ops.mail.addresses import is_loopback
-from sysmail_ops.mail.credentials import MASK, Secret
+from sysmail_ops.mail.credentials import MASK, Secret, Token
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -41,6 +41,7 @@ class SMTPServer:
     needs_login: bool = True
     ca_bundle: str | None = None
     allow_insecure_auth: bool = False
+    auth: str = "password"  # password (AUTH PLAIN/LOGIN/CRAM-MD5) | xoauth2 (an access token)
 
 
 @cache
@@ -106,6 +107,41 @@ def secret_masker(login: str, password: str) -> Callable[[bytes], bytes]:
 def mask_secret(reply: bytes, login: str, password: str) -> bytes:
     """``reply`` with every clear or base64 form of ``password`` masked (see ``secret_masker``)."""
     return secret_masker(login, password)(reply)
+
+
+def xoauth2_response(login: str, token: str) -> str:
+    """SASL XOAUTH2's initial client response, before base64 (Google's and Microsoft's format)."""
+    return f"user={login}\x01auth=Bearer {token}\x01\x01"
+
+
+# Replies by which a provider says it no longer takes a password for this login.
+_BASIC_AUTH_REFUSALS = (
+    (
+        re.compile(r"5\.7\.30|basic authentication is not supported", re.I),
+        "Microsoft 365 no longer accepts passwords for SMTP AUTH",
+    ),
+    (
+        re.compile(r"application-specific password|app password|5\.7\.9\b", re.I),
+        "Google wants an app password or OAuth2 here, not the account password",
+    ),
+    (
+        re.compile(r"5\.7\.8.*badcredentials|badcredentials.*5\.7\.8", re.I | re.S),
+        "Google refused the password (if it is the account password: Google takes only "
+        "an app password or OAuth2)",
+    ),
+)
+
+
+def basic_auth_hint(reply: str) -> str | None:
+    """A hint to switch to OAuth2 when ``reply`` is a provider's refusal of password logins."""
+    for pattern, why in _BASIC_AUTH_REFUSALS:
+        if pattern.search(reply):
+            return (
+                f"{why}: switch the system email to OAuth2 (`sysmail-ops accounts edit NAME "
+                "--auth oauth2 --oauth-provider microsoft|google ...`, then `sysmail-ops "
+                "accounts authorize NAME`; README: Microsoft 365 / Google Workspace)"
+            )
+    return None
 
 
 class _UTF8(str):
@@ -346,20 +382,66 @@ class SMTPConnection:
                 f"{self.server.host} offers no AUTH on this connection; "
                 "clear the password if the relay needs no login",
             )
+        if self.server.auth == "xoauth2":
+            self._login_xoauth2()
+            return
         # From here on the server has the password and may echo it in any reply.
         self.smtp.mask = secret_masker(self.server.login, self._password.reveal())
         try:
             self.smtp.login(self.server.login, self._password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
             text = _reply(exc)
+            hint = basic_auth_hint(text)
             raise self._fail(
                 "auth",
-                f"login as {self.server.login} rejected: {exc.smtp_code} {text}",
+                f"login as {self.server.login} rejected: {exc.smtp_code} {text}"
+                + (f"; {hint}" if hint else ""),
                 exc.smtp_code,
                 text,
             ) from None
         except smtplib.SMTPException as exc:
             raise self._fail("auth", f"login as {self.server.login} failed: {exc}") from None
+
+    def _login_xoauth2(self) -> None:
+        """AUTH XOAUTH2 with the access token; a refused token is renewed once and tried again."""
+        assert self.smtp is not None
+        login = self.server.login
+        offered = self.smtp.esmtp_features.get("auth", "").upper().split()
+        if "XOAUTH2" not in offered:
+            raise self._fail(
+                "auth",
+                f"{self.server.host} does not offer AUTH XOAUTH2 (it offers: "
+                f"{' '.join(offered) or 'nothing'})",
+            )
+        token = self._password
+        for attempt in (1, 2):
+            # The token is a secret like a password: masked in every reply from here on.
+            self.smtp.mask = secret_masker(login, token.reveal())
+            response = xoauth2_response(login, token.reveal())
+            try:
+                # A refusal may come as a 334 challenge (the error, in JSON): answer it empty.
+                self.smtp.auth(
+                    "XOAUTH2", lambda challenge=None, r=response: r if challenge is None else ""
+                )
+                return
+            except smtplib.SMTPAuthenticationError as exc:
+                text = _reply(exc)
+                try:
+                    fresh = token.renewed() if attempt == 1 and isinstance(token, Token) else None
+                except SysmailError:  # cannot renew (revoked...): its own line goes up
+                    self.close()
+                    raise
+                if fresh is not None:
+                    self._password = token = fresh
+                    continue
+                raise self._fail(
+                    "auth",
+                    f"XOAUTH2 login as {login} rejected: {exc.smtp_code} {text}",
+                    exc.smtp_code,
+                    text,
+                ) from None
+            except smtplib.SMTPException as exc:
+                raise self._fail("auth", f"XOAUTH2 login as {login} failed: {exc}") from None
 
     def close(self) -> None:
         smtp, self.smtp = self.smtp, None
@@ -529,8 +611,12 @@ def test_connection(
         return result(False, exc.step, str(exc), exc.code)
     except InsecureAuthError as exc:
         return result(False, "auth", str(exc))
+    except SysmailError as exc:  # a refused token that could not be renewed (OAuthError)
+        return result(False, "auth", f"auth: {exc}")
     finally:
         conn.close()
     tls = f", {conn.tls_version}" if conn.tls_version else ", unencrypted"
     login = f", logged in as {server.login}" if server.needs_login else ", no login"
+    if server.needs_login and server.auth == "xoauth2":
+        login += " (OAuth2, XOAUTH2)"
     return result(True, "done", f"connected{tls}{login}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from sysmail_ops.config.accounts import get_account, password_for
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import SysmailError
+from sysmail_ops.errors import OAuthError, SysmailError
 from sysmail_ops.mail.addresses import check_address
 from sysmail_ops.mail.smtp import ConnectionTestResult, test_connection
 from sysmail_ops.records import sendlog
@@ -29,7 +29,12 @@ def test_account(
     account = get_account(ws, name)
     if send_to:
         send_to = check_address(send_to, "test recipient")
-    result = test_connection(account.server, password_for(ws, account), timeout=timeout)
+    try:
+        credential = password_for(ws, account)
+    except OAuthError as exc:  # not authorized, revoked: the verdict says how to fix it
+        result = ConnectionTestResult(account=name, ok=False, step="auth", message=f"auth: {exc}")
+    else:
+        result = test_connection(account.server, credential, timeout=timeout)
     if result.ok and send_to:
         result = _send_test_message(ws, result, send_to, timeout)
     with ws.store.transaction() as con:
