@@ -401,4 +401,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        13,
+        "subscriptions: the locale their reports write numbers and dates in (en, de, zh...)",
+        """
+        ALTER TABLE subscriptions ADD COLUMN locale VARCHAR NOT NULL DEFAULT 'en';
+        """,
+    ),
 ]
