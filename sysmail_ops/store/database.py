@@ -63,14 +63,14 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         import duckdb
 
         deadline = time.monotonic() + self.lock_wait
         delay = 0.01
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
                     raise
@@ -89,14 +89,16 @@ class Store:
         )
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one operation, closed at the end of the block.
 
+        ``read_only`` opens the file so that no statement can change it (ad-hoc
+        SQL); it waits for another process's lock the same way.
         DuckDB makes the database file, its WAL and its spill folder with no
         mode of ours: they are made under the private umask (0600, 0700).
         """
         with private_umask():
-            con = self._open()
+            con = self._open(read_only)
             try:
                 yield con
             finally:
