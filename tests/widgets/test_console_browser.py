@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import field, free_port, wait_until
 from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, SMTPTestServer
 from system_servers import artifact_dir
 
@@ -23,23 +22,6 @@ from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -76,11 +58,6 @@ def console(ws: Workspace, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _field(page: Any, label: str) -> Any:
-    """The input of the ipywidgets text field labelled ``label``."""
-    return page.locator(".widget-inline-hbox", has=page.locator(f"label:text-is('{label}')"))
-
-
 def test_email_management_in_the_browser(
     console: str, ws: Workspace, smtp_server: SMTPTestServer, page: Any
 ) -> None:
@@ -88,19 +65,19 @@ def test_email_management_in_the_browser(
     page.wait_for_selector("text=0 of 10 used", timeout=120_000)
     assert "home = None" not in page.content()  # code cells are stripped
 
-    _field(page, "Name").locator("input").fill("browser")
-    _field(page, "Kind").locator("select").select_option(label="Workflow notification")
-    _field(page, "Email account").locator("input").fill(GOOD_LOGIN)
-    _field(page, "Password").locator("input").fill(GOOD_PASSWORD)
-    _field(page, "SMTP server").locator("input").fill(smtp_server.host)
-    _field(page, "Security").locator("select").select_option(smtp_server.security)
-    port = _field(page, "SMTP port").locator("input")
+    field(page, "Name").locator("input").fill("browser")
+    field(page, "Kind").locator("select").select_option(label="Workflow notification")
+    field(page, "Email account").locator("input").fill(GOOD_LOGIN)
+    field(page, "Password").locator("input").fill(GOOD_PASSWORD)
+    field(page, "SMTP server").locator("input").fill(smtp_server.host)
+    field(page, "Security").locator("select").select_option(smtp_server.security)
+    port = field(page, "SMTP port").locator("input")
     port.fill(str(smtp_server.port))
     port.press("Enter")
     page.locator(".jupyter-widget-Accordion, .lm-AccordionPanel, .widget-accordion").first.locator(
         "text=More settings"
     ).click()
-    ca = _field(page, "CA bundle (PEM)").locator("input")
+    ca = field(page, "CA bundle (PEM)").locator("input")
     ca.fill(str(smtp_server.ca_path))
     ca.press("Tab")
     page.locator("button:has-text('Save')").click()
@@ -113,7 +90,7 @@ def test_email_management_in_the_browser(
     table = page.locator("table.sysmail-accounts")
     assert "browser" in table.inner_text() and GOOD_LOGIN in table.inner_text()
     assert page.locator("b:text-is('1 of 10 used')").count() == 1
-    assert _field(page, "Password").locator("input").input_value() == ""
+    assert field(page, "Password").locator("input").input_value() == ""
 
     page.locator(
         "label:has-text('Received Email Archiving') input, "
