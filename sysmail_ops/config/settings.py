@@ -149,6 +149,13 @@ DEFINITIONS: dict[str, Definition] = {
             _whole("render_loop_limit", "iterations", 10, 10_000_000),
             "loop iterations one render may run, all its loops together",
         ),
+        Definition(
+            "soft_bounce_limit",
+            3,
+            _whole("soft_bounce_limit", "bounces", 1, 1000),
+            "soft bounces (4.x.x) of one address within 7 days that put it on the "
+            "suppression list, as one hard bounce does",
+        ),
     )
 }
 

@@ -2,8 +2,8 @@
 
 Sent archiving: when a system email's "Sent Email Archiving" is on, each sent
 message is kept here (the send log records the send either way). Received
-archiving (IMAP) arrives in a later module and writes the same table with
-direction ``received``.
+archiving (``records.received``, over IMAP) writes the same table with
+direction ``received``; ``prune`` takes both.
 """
 
 from __future__ import annotations
@@ -85,8 +85,12 @@ def list_archive(
     related: str | None = None,
     direction: str | None = None,
     limit: int | None = 100,
+    oldest_first: bool = False,
 ) -> pd.DataFrame:
-    """Archived messages, newest first. ``related`` is ``TYPE:ID``."""
+    """Archived messages, newest first. ``related`` is ``TYPE:ID``.
+
+    ``oldest_first`` reads a conversation in order (``archive list --object``).
+    """
     obj: tuple[str, str] | None = None
     if related:
         obj_type, sep, obj_id = related.partition(":")
@@ -101,7 +105,7 @@ def list_archive(
             ("direction = ?", direction),
             ("related_type = ? AND related_id = ?", obj),
         ],
-        order_by="date DESC, id",
+        order_by="date, id" if oldest_first else "date DESC, id",
         limit=limit,
     )
 

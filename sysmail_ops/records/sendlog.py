@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
     from sysmail_ops.mail.smtp import Outcome
 
-STATUSES = ("sent", "deferred", "failed", "skipped_duplicate", "dry_run", "suppressed")
+# "bounced": a delivery report received later (records.bounces) for a "sent" row; its own row.
+STATUSES = (
+    "sent", "deferred", "failed", "skipped_duplicate", "dry_run", "suppressed", "bounced",
+)  # fmt: skip
 USE_CASES = (
     "manual",
     "system",
