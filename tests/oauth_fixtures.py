@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from oauth_server import Client, OAuthTestServer
 from smtp_testserver import AuthAttempt, ReceivedMessage, SMTPTestServer, _Handler
 
-from sysmail_ops.config import accounts
+from sysmail_ops.config import accounts, oauth
 from sysmail_ops.config.workspace import Workspace
 
 MAILBOX = "sender@example.com"
@@ -168,3 +170,56 @@ def bind_oauth(
         fields["oauth_client_secret"] = APP_SECRET
     fields.update(extra)
     return accounts.add_account(ws, name, **fields)
+
+
+class Authorizing:
+    """``oauth.authorize`` in a thread, as the CLI runs it; what it says is kept."""
+
+    def __init__(self, ws: Workspace, account: accounts.Account, **kw: Any) -> None:
+        self.lines: list[str] = []
+        self.said = threading.Event()
+        self.result: str | None = None
+        self.error: BaseException | None = None
+
+        def say(line: str) -> None:
+            self.lines.append(line)
+            self.said.set()
+
+        def run() -> None:
+            try:
+                self.result = oauth.authorize(ws, account.oauth, say=say, **kw)
+            except BaseException as exc:  # handed to the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def shown(self) -> str:
+        for _ in range(300):
+            if self.said.wait(0.1) or not self.thread.is_alive():
+                break
+        if self.error is not None:
+            raise self.error
+        assert self.lines, "the flow never said what to do"
+        return self.lines[0]
+
+    def finish(self) -> str:
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def device_code(line: str) -> str:
+    found = re.search(r"enter the code (\S+)", line)
+    assert found, line
+    return found.group(1)
+
+
+def authorize_device(ws: Workspace, account: accounts.Account, server: OAuthTestServer) -> str:
+    """Run the device flow for ``account``, approving as its mailbox; returns the verdict."""
+    flow = Authorizing(ws, account)
+    server.approve(device_code(flow.shown()), account.login)
+    return flow.finish()

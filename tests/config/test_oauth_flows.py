@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from oauth_fixtures import MAILBOX, PUBLIC_CLIENT, XOAuth2SMTPServer, bind_oauth
+from oauth_fixtures import (
+    MAILBOX,
+    PUBLIC_CLIENT,
+    Authorizing,
+    XOAuth2SMTPServer,
+    bind_oauth,
+    device_code,
+)
 from oauth_server import Client, OAuthTestServer
 
 from sysmail_ops.config import accounts, oauth
@@ -35,52 +40,6 @@ def note(ws: Workspace) -> templates.Template:
         ws, "note", object_type="case", subject="Case {{ case_id }}",
         html="<p>Case {{ case_id }}</p>", fields=["case_id"],
     )  # fmt: skip
-
-
-class Authorizing:
-    """``oauth.authorize`` in a thread, as the CLI runs it; what it says is kept."""
-
-    def __init__(self, ws: Workspace, account: accounts.Account, **kw: Any) -> None:
-        self.lines: list[str] = []
-        self.said = threading.Event()
-        self.result: str | None = None
-        self.error: BaseException | None = None
-
-        def say(line: str) -> None:
-            self.lines.append(line)
-            self.said.set()
-
-        def run() -> None:
-            try:
-                self.result = oauth.authorize(ws, account.oauth, say=say, **kw)
-            except BaseException as exc:  # handed to the test
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def shown(self) -> str:
-        for _ in range(300):
-            if self.said.wait(0.1) or not self.thread.is_alive():
-                break
-        if self.error is not None:
-            raise self.error
-        assert self.lines, "the flow never said what to do"
-        return self.lines[0]
-
-    def finish(self) -> str:
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-def device_code(line: str) -> str:
-    found = re.search(r"enter the code (\S+)", line)
-    assert found, line
-    return found.group(1)
 
 
 def sent_once(ws: Workspace, smtp: XOAuth2SMTPServer, note: object, case: str = "C-1") -> None:
