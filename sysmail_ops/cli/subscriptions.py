@@ -433,6 +433,11 @@ def cmd_cron(args: argparse.Namespace) -> int:
     jobs = [
         ("*/5 * * * *", "subscriptions run-due", "report subscriptions whose slot is due"),
         ("*/10 * * * *", "retry-deferred", "deferred mail whose next attempt is due"),
+        (
+            "*/5 * * * *",
+            "archive fetch",
+            "received mail of the system emails with Received Email Archiving on (IMAP)",
+        ),
     ]
     if args.systemd:
         _print_systemd(base, jobs)

@@ -165,8 +165,11 @@ def test_remove_then_cron(run, added: Path, ws: Workspace) -> None:  # type: ign
     code, out, _ = run("cron")
     assert code == 0
     lines = [x for x in out.splitlines() if x and not x.startswith("#")]
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert all(f"--home {ws.home}" in x for x in lines)
     assert "subscriptions run-due" in lines[0] and "retry-deferred" in lines[1]
+    assert lines[2].startswith("*/5 * * * *") and " archive fetch >> " in lines[2]
     code, out, _ = run("cron", "--systemd")
     assert code == 0 and "OnCalendar=*:0/5" in out and "[Install]" in out
+    assert "ExecStart=" in out and " archive fetch\n" in out
+    assert "sysmail-ops-archive-fetch.timer" in out
