@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as w
 
 from sysmail_ops.config import accounts as api
+from sysmail_ops.config import providers as presets
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import LimitError, ValidationError
 from sysmail_ops.sending import connection_test as conntest
@@ -26,6 +27,7 @@ _WIDE = w.Layout(width="34em")
 _STYLE = {"description_width": "13em"}
 _AUTO = w.Layout(width="auto")
 _DEFAULT_IMAP = "(default: ssl)"
+_NO_PRESET = "(none: type the server)"
 
 
 def email_management(home: str | None = None) -> EmailManagement:
@@ -73,6 +75,14 @@ class EmailManagement(w.VBox):
         self.no_password = w.Checkbox(
             description="no login (relay without a password)", indent=False, layout=_AUTO
         )
+        self.preset = w.Dropdown(
+            description="Provider preset",
+            options=[(_NO_PRESET, _NO_PRESET)]
+            + [(p.label, p.name) for p in presets.providers().values()],
+            value=_NO_PRESET,
+            style=_STYLE,
+        )
+        self.preset_hint = w.HTML()
         self.smtp_host = _text("SMTP server", "smtp.example.com")
         self.smtp_security = w.Dropdown(
             description="Security", options=list(api.SECURITIES), value="starttls", style=_STYLE
@@ -103,6 +113,10 @@ class EmailManagement(w.VBox):
             style=_STYLE,
         )
         self.rate_limit = _int("Messages/minute (0: no limit)")
+        self.max_size = w.BoundedFloatText(
+            value=0, min=0, max=2048, description="Largest message, MB (0: default)",
+            layout=w.Layout(width="22em"), style=_STYLE,
+        )  # fmt: skip
         self.unsubscribe_mailto = _text("Unsubscribe mailto", "List-Unsubscribe address")
         self.unsubscribe_url = _text("Unsubscribe URL", "https://...")
         self.advanced = w.Accordion(
@@ -116,6 +130,7 @@ class EmailManagement(w.VBox):
                         self.imap_port,
                         self.imap_security,
                         self.rate_limit,
+                        self.max_size,
                         self.unsubscribe_mailto,
                         self.unsubscribe_url,
                     ]
@@ -141,6 +156,7 @@ class EmailManagement(w.VBox):
         self.pick.observe(guard(self._on_pick), names="value")
         self.kind.observe(guard(self._on_kind), names="value")
         self.smtp_security.observe(guard(self._on_security), names="value")
+        self.preset.observe(guard(self._on_preset), names="value")
         self.sent_archiving.observe(guard(self._on_archiving), names="value")
         self.received_archiving.observe(guard(self._on_archiving), names="value")
         self.save.on_click(guard(self._on_save))
@@ -165,6 +181,8 @@ class EmailManagement(w.VBox):
                 self.login,
                 self.password,
                 self.no_password,
+                self.preset,
+                self.preset_hint,
                 self.smtp_host,
                 self.smtp_security,
                 self.smtp_port,
@@ -269,6 +287,8 @@ class EmailManagement(w.VBox):
                 self.smtp_port.value = api.DEFAULT_PORTS["starttls"]
                 self.no_password.value = self.allow_insecure_auth.value = False
                 self.imap_port.value = self.rate_limit.value = 0
+                self.max_size.value = 0
+                self.preset.value = _NO_PRESET
                 self.imap_security.value = _DEFAULT_IMAP
                 default = api.ARCHIVING_BY_KIND["customer_service"]
                 self.sent_archiving.value = self.received_archiving.value = default
@@ -294,11 +314,14 @@ class EmailManagement(w.VBox):
                 self.imap_port.value = a.imap_port or 0
                 self.imap_security.value = a.imap_security or _DEFAULT_IMAP
                 self.rate_limit.value = a.rate_limit_per_minute or 0
+                self.max_size.value = (a.max_message_bytes or 0) / presets.MB
+                self.preset.value = _NO_PRESET
                 self.unsubscribe_mailto.value = a.unsubscribe_mailto or ""
                 self.unsubscribe_url.value = a.unsubscribe_url or ""
                 self.password.placeholder = (
                     "stored: leave empty to keep it" if a.auth_source == "stored" else ""
                 )
+            self.preset_hint.value = ""
             self._show_default()
         finally:
             self._loading = False
@@ -329,6 +352,30 @@ class EmailManagement(w.VBox):
     def _on_security(self, _change: Any) -> None:
         if not self._loading and self.smtp_port.value in api.DEFAULT_PORTS.values():
             self.smtp_port.value = api.DEFAULT_PORTS[self.smtp_security.value]
+
+    def _on_preset(self, _change: Any) -> None:
+        """A provider preset fills the servers and the size limit (the form can still change
+        them); its hint says what the provider asks for (app password, OAuth2, ...)."""
+        if self._loading or self.preset.value == _NO_PRESET:
+            self.preset_hint.value = ""
+            return
+        p = presets.get_provider(self.preset.value)
+        values = p.account_values()
+        self._loading = True
+        try:
+            self.smtp_host.value = values["smtp_host"]
+            self.smtp_security.value = values["smtp_security"]
+            self.smtp_port.value = values["smtp_port"]
+            self.imap_host.value = values["imap_host"]
+            self.imap_security.value = values["imap_security"]
+            self.imap_port.value = values["imap_port"]
+            self.max_size.value = (values.get("max_message_bytes") or 0) / presets.MB
+        finally:
+            self._loading = False
+        self.preset_hint.value = (
+            f"<small>{html.escape(p.label)}: recommended login {html.escape(p.auth)}. "
+            f"{html.escape(p.hint)}</small>"
+        )
 
     def _on_archiving(self, _change: Any) -> None:
         """For a bound account a switch applies at once, as a switch should."""
@@ -369,6 +416,7 @@ class EmailManagement(w.VBox):
             if self.imap_security.value == _DEFAULT_IMAP
             else self.imap_security.value,
             "rate_limit_per_minute": self.rate_limit.value or None,
+            "max_message_bytes": int(self.max_size.value * presets.MB) or None,
             "unsubscribe_mailto": self.unsubscribe_mailto.value,
             "unsubscribe_url": self.unsubscribe_url.value,
         }

@@ -143,3 +143,16 @@ def test_password_never_shown_back(ws: Workspace, smtp_server: SMTPTestServer, t
     form.save.click()
     assert typed not in _status(form)
     assert form.password.value == ""
+
+
+def test_provider_preset_and_size_limit(ws: Workspace, smtp_server: SMTPTestServer) -> None:
+    form = EmailManagement(ws)
+    form.preset.value = "google"
+    assert form.smtp_host.value == "smtp.gmail.com" and form.imap_host.value == "imap.gmail.com"
+    assert "Google" in form.preset_hint.value and "recommended login" in form.preset_hint.value
+    assert form.max_size.value > 0
+    _fill_new(form, smtp_server, "sized", GOOD_PASSWORD)  # the form can still change them
+    form.max_size.value = 2.5
+    form.save.click()
+    assert accounts.get_account(ws, "sized").max_message_bytes == int(2.5 * 1024 * 1024)
+    assert form.max_size.value == 2.5  # shown back after Save
