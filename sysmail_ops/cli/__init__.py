@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from sysmail_ops import __version__
 from sysmail_ops.cli import (
     accounts,
+    archive,
     audit,
     campaigns,
     console,
@@ -38,6 +39,7 @@ GROUPS = (
     templates,
     sending,
     logs,
+    archive,
     sink,
     subscriptions,
     campaigns,

@@ -125,6 +125,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     test.add_argument("name")
     test.add_argument("--send-to", metavar="ADDR", help="also send a test message to ADDR")
+    test.add_argument(
+        "--imap",
+        action="store_true",
+        help="test the IMAP side instead (received archiving): connect, TLS, login, INBOX",
+    )
     test.add_argument("--timeout", type=float, default=10.0, help="seconds per step (10)")
     test.add_argument("--json", action="store_true", help="print JSON")
     test.set_defaults(handler=cmd_test)
@@ -407,9 +412,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     a = api.get_account(ws, args.name)
+    # Here, not at the top: it brings imaplib, which no other command needs (start-up time).
+    from sysmail_ops.records import received
+
     tests = conntest.recent_tests(ws, a.name)
+    [fetch] = received.status(ws, a.name)
     if args.json:
-        print_json({**a.to_dict(), "hints": a.hints(), "tests": tests})
+        print_json({**a.to_dict(), "hints": a.hints(), "tests": tests, "received": fetch})
         return 0
     print_fields(
         [
@@ -427,6 +436,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("IMAP server", f"{a.imap_host}:{a.imap_port} ({a.imap_security})"),
             ("Sent Email Archiving", a.sent_archiving),
             ("Received Email Archiving", a.received_archiving),
+            ("last fetch (IMAP)", _fetch_state(fetch)),
+            ("last fetch error", fetch["last_error"]),
             ("rate limit", f"{a.rate_limit_per_minute}/min" if a.rate_limit_per_minute else None),
             ("max message size", _size(a.max_message_bytes)),
             ("signature", _signature_state(a)),
@@ -446,6 +457,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         verdict = "ok" if t["ok"] else f"FAILED at {t['step']}"
         print(f"  {t['tested_at']}  {safe(verdict)}: {safe(t['message'])}")
     return 0
+
+
+def _fetch_state(st: dict[str, Any]) -> str:
+    """When received mail was last fetched, and how much: for `accounts show`."""
+    if st["last_fetch_at"] is None:
+        return "never (sysmail-ops archive fetch)"
+    when = st["last_fetch_at"].isoformat(timespec="seconds") + "Z"
+    return f"{when}, {st['last_fetched'] or 0} new; {st['total_fetched']} fetched in all"
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
@@ -487,7 +506,12 @@ def cmd_archiving(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    result = conntest.test_account(ws, args.name, send_to=args.send_to, timeout=args.timeout)
+    if args.imap and args.send_to:
+        raise ValidationError("--send-to tests SMTP: it does not go with --imap")
+    if args.imap:
+        result = conntest.test_imap_account(ws, args.name, timeout=args.timeout)
+    else:
+        result = conntest.test_account(ws, args.name, send_to=args.send_to, timeout=args.timeout)
     if args.json:
         print_json(result.to_dict())
     elif result.ok:

@@ -1,16 +1,15 @@
-"""`sysmail-ops logs ...`: the sending log, and `sysmail-ops archive ...`: the email object."""
+"""`sysmail-ops logs ...`: the sending log (`archive ...` is in cli.archive)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.records import archive, sendlog
+from sysmail_ops.records import sendlog
 
 if TYPE_CHECKING:
     pass
@@ -37,23 +36,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr = acts.add_parser("prune", help="delete log rows older than a date (retention)")
     pr.add_argument("--before", required=True, help="ISO date")
     pr.set_defaults(handler=cmd_prune)
-
-    a = sub.add_parser("archive", help="the email object: archived sent (and received) mail")
-    aacts = a.add_subparsers(dest="action", metavar="ACTION", required=True)
-    als = aacts.add_parser("list", help="list archived messages, newest first")
-    als.add_argument("--account")
-    als.add_argument("--object", metavar="TYPE:ID", help="only mail about this object")
-    als.add_argument("--limit", type=int, default=50)
-    als.add_argument("--json", action="store_true", help="print JSON")
-    als.set_defaults(handler=cmd_archive_list)
-    ash = aacts.add_parser("show", help="one archived message (metadata, or --raw .eml)")
-    ash.add_argument("id")
-    ash.add_argument("--raw", action="store_true", help="write the raw .eml to stdout")
-    ash.add_argument("--json", action="store_true", help="print JSON")
-    ash.set_defaults(handler=cmd_archive_show)
-    apr = aacts.add_parser("prune", help="delete archived messages older than a date")
-    apr.add_argument("--before", required=True, help="ISO date")
-    apr.set_defaults(handler=cmd_archive_prune)
 
 
 def _date(value: str) -> datetime:
@@ -119,46 +101,4 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     n = sendlog.prune(ws, _date(args.before))
     print(f"deleted {n} log row(s) queued before {args.before}")
-    return 0
-
-
-def cmd_archive_list(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
-    df = archive.list_archive(ws, account=args.account, related=args.object, limit=args.limit)
-    if args.json:
-        print_json(frame_rows(df))
-        return 0
-    rows = [
-        [
-            r["id"],
-            r["date"].strftime("%Y-%m-%d %H:%M:%S"),
-            r["direction"],
-            r["account"],
-            ", ".join(r["to_addrs"]),
-            (r["subject"] or "")[:40],
-            f"{r['related_type']}:{r['related_id']}" if r["related_type"] else "",
-        ]
-        for r in frame_rows(df)
-    ]
-    print_table(rows, ["ID", "DATE (UTC)", "DIR", "ACCOUNT", "TO", "SUBJECT", "OBJECT"])
-    return 0
-
-
-def cmd_archive_show(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
-    if args.raw:
-        sys.stdout.buffer.write(archive.raw_message(ws, args.id))
-        return 0
-    entry = archive.get_entry(ws, args.id)
-    if args.json:
-        print_json(entry)
-    else:
-        print_fields(entry.items())
-    return 0
-
-
-def cmd_archive_prune(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
-    n = archive.prune(ws, _date(args.before))
-    print(f"deleted {n} archived message(s) dated before {args.before}")
     return 0

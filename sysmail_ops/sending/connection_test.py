@@ -55,6 +55,46 @@ def test_account(
     return result
 
 
+def test_imap_account(ws: Workspace, name: str, *, timeout: float = 10.0) -> ConnectionTestResult:
+    """The IMAP side (received archiving): connect, TLS, login, EXAMINE INBOX. Recorded.
+
+    The verdict has the SMTP test's shape; its steps are ``imap connect``, ``imap tls``,
+    ``imap login`` and ``imap select``, its message starts with "IMAP".
+    """
+    from sysmail_ops.mail.imap import test_connection as imap_test
+    from sysmail_ops.records.received import imap_login, imap_server
+
+    account = get_account(ws, name)
+    try:
+        login, mask = imap_login(ws, account)
+    except SysmailError as exc:  # a key that does not decrypt, an OAuth2 grant revoked
+        result = ConnectionTestResult(
+            account=name, ok=False, step="imap login", message=f"IMAP login: {exc}"
+        )
+    else:
+        result = imap_test(imap_server(ws, account), login, timeout=timeout, mask=mask)
+    _record(ws, name, result)
+    return result
+
+
+def _record(ws: Workspace, name: str, result: ConnectionTestResult) -> None:
+    with ws.store.transaction() as con:
+        con.execute(
+            "INSERT INTO account_tests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                utcnow(),
+                result.ok,
+                result.step,
+                result.code,
+                result.message,
+                result.greeting,
+                result.sent_to,
+                result.duration_ms,
+            ],
+        )
+
+
 def _send_test_message(
     ws: Workspace, result: ConnectionTestResult, send_to: str, timeout: float
 ) -> ConnectionTestResult:
