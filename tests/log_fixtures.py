@@ -6,6 +6,7 @@ would put them; the archived message is a real ``.eml`` file in the workspace.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -96,8 +97,9 @@ EVIL_HTML = (
 LOGO = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 
 
+@functools.cache
 def message_bytes() -> bytes:
-    """m2's mail as archived: text, hostile HTML and an inline cid: image."""
+    """m2's mail: text, hostile HTML, an inline cid: image (made once: random boundaries)."""
     from email.message import EmailMessage
 
     msg = EmailMessage()

@@ -418,8 +418,9 @@ class ArchiveFilter:
             ("account = ?", self.account),
             ("related_type = ? AND related_id = ?", self.related),
             (
-                "(lower(from_addr) = ? OR list_contains(list_transform(to_addrs, x -> lower(x)), ?)"
-                " OR list_contains(list_transform(cc_addrs, x -> lower(x)), ?))",
+                "(lower(from_addr) = ?"
+                " OR list_contains(list_transform(to_addrs, lambda x: lower(x)), ?)"
+                " OR list_contains(list_transform(cc_addrs, lambda x: lower(x)), ?))",
                 self.address and (self.address,) * 3,
             ),
             ("subject ILIKE ? ESCAPE '\\'", self.subject and f"%{_like_escape(self.subject)}%"),
