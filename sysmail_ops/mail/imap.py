@@ -40,14 +40,15 @@ from datetime import date
 from types import TracebackType
 from typing import IO, Any
 
-from sysmail_ops.errors import IMAPError, InsecureAuthError
+from sysmail_ops.errors import IMAPError, InsecureAuthError, SysmailError
 from sysmail_ops.mail.addresses import is_loopback
-from sysmail_ops.mail.credentials import Secret
+from sysmail_ops.mail.credentials import Secret, Token
 from sysmail_ops.mail.smtp import (
     ConnectionTestResult,
     _describe_os_error,
     secret_masker,
     tls_context,
+    xoauth2_response,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Spooled",
     "password_login",
     "test_connection",
+    "xoauth2_login",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -125,6 +127,46 @@ def password_login(user: str, password: Secret) -> Login:
                 "the server offers only LOGIN, which cannot carry a non-ASCII login or password"
             )
         imap.login(_quote(user), secret)
+
+    return login
+
+
+def xoauth2_login(user: str, token: Secret, seen: list[Secret] | None = None) -> Login:
+    """The OAuth2 login: AUTHENTICATE XOAUTH2 with an access token (Google's and Microsoft's
+    SASL format). A token the server refuses is renewed once (``Token.renewed``) and tried
+    again; each token used is appended to ``seen`` (for the caller's reply masker). A
+    renewal that fails (revoked: ``OAuthError``) is refused with its own line."""
+
+    def login(imap: imaplib.IMAP4) -> None:
+        if "AUTH=XOAUTH2" not in imap.capabilities:
+            raise imaplib.IMAP4.error("the server does not offer AUTHENTICATE XOAUTH2")
+        current = token
+        for attempt in (1, 2):
+            raw = xoauth2_response(user, current.reveal()).encode("utf-8")
+            sent: list[bool] = []
+
+            def answer(challenge: bytes, raw: bytes = raw, sent: list[bool] = sent) -> bytes:
+                # The first (empty) challenge gets the token; an error (JSON) an empty line.
+                if sent:
+                    return b""
+                sent.append(True)
+                return raw
+
+            try:
+                imap.authenticate("XOAUTH2", answer)
+                return
+            except imaplib.IMAP4.error:
+                if attempt == 2 or not isinstance(current, Token):
+                    raise
+                try:
+                    fresh = current.renewed()
+                except SysmailError as exc:  # cannot renew: its one line is the refusal
+                    raise imaplib.IMAP4.error(str(exc)) from None
+                if fresh is None:
+                    raise
+                current = fresh
+                if seen is not None:
+                    seen.append(fresh)
 
     return login
 

@@ -38,7 +38,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sysmail_ops.config.accounts import Account, get_account, list_accounts, password_for
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import IMAPError, InsecureAuthError, NotFoundError, ValidationError
+from sysmail_ops.errors import (
+    IMAPError,
+    InsecureAuthError,
+    NotFoundError,
+    OAuthError,
+    ValidationError,
+)
 from sysmail_ops.mail.credentials import Secret
 from sysmail_ops.mail.imap import (
     Fetched,
@@ -47,6 +53,7 @@ from sysmail_ops.mail.imap import (
     Login,
     password_login,
     password_masker,
+    xoauth2_login,
 )
 from sysmail_ops.mail.incoming import Parsed, read_message
 from sysmail_ops.records import bounces
@@ -174,6 +181,18 @@ def imap_login(ws: Workspace, account: Account) -> tuple[Login | None, Callable[
     method (OAuth2's XOAUTH2) returns its own ``Login`` here.
     """
     login, enc = _imap_credentials(ws, account)
+    if account.auth == "oauth2" and not enc:  # XOAUTH2 with the account's own tokens
+        try:
+            seen = [password_for(ws, account)]
+        except OAuthError as exc:  # not authorized, revoked: this account's one line
+            raise IMAPError(f"login: {exc}", step="login") from None
+
+        def mask(reply: bytes) -> bytes:
+            for token in seen:
+                reply = password_masker(login, token)(reply)
+            return reply
+
+        return xoauth2_login(login, seen[0], seen), mask
     secret = (
         ws.secrets.decrypt(enc, f"the IMAP password of {account.name!r}")
         if enc
