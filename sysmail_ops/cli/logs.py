@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sysmail_ops.analytics import explore
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
@@ -23,7 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls.add_argument("--account")
     ls.add_argument("--since", help="24h, 7d, 30m or an ISO date")
     ls.add_argument("--batch", help="one batch id")
-    ls.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
+    ls.add_argument("--to", metavar="ADDR", help="only rows to this address (any case)")
+    ls.add_argument("--domain", help="only rows to addresses at this domain (example.com)")
+    ls.add_argument("--template", help="only rows of this object template")
+    ls.add_argument("--use-case", choices=sendlog.USE_CASES, help="only rows of this use case")
+    ls.add_argument("--key", help="only rows of this delivery key")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many rows (50; 0: all)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=cmd_list)
     show = acts.add_parser("show", help="one log row in full, with the server's reply")
@@ -45,16 +51,36 @@ def _date(value: str) -> datetime:
         raise ValidationError(f"--before takes an ISO date, got {value!r}") from None
 
 
+_LIST_FLAGS = {
+    "since": "--since",
+    "account": "--account",
+    "status": "--status",
+    "use_case": "--use-case",
+    "template": "--template",
+    "to": "--to",
+    "domain": "--domain",
+    "key": "--key",
+    "batch": "--batch",
+}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
-    df = sendlog.list_logs(
-        ws,
-        status=args.status,
-        account=args.account,
+    flt = explore.log_filter(
         since=args.since,
-        batch_id=args.batch,
-        limit=args.limit,
+        account=args.account,
+        status=args.status,
+        use_case=args.use_case,
+        template=args.template,
+        to=args.to,
+        domain=args.domain,
+        key=args.key,
+        batch=args.batch,
+        names=_LIST_FLAGS,
     )
+    if args.limit < 0:
+        raise ValidationError(f"--limit must be 0 (all) or more, got {args.limit}")
+    ws = open_workspace(args)
+    df = explore.log_rows(ws, flt, limit=args.limit or None)
     if args.json:
         print_json(frame_rows(df))
         return 0
