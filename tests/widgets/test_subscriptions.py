@@ -89,3 +89,26 @@ def test_bad_input_writes_nothing(ws: Workspace, smtp_server: SMTPTestServer) ->
     form.save.click()
     assert "at least one recipient" in form.status.value
     assert model.list_subscriptions(ws) == []
+
+
+def test_test_send_and_run_now(ws: Workspace, smtp_server: SMTPTestServer, tmp_path: Path) -> None:
+    bind(ws, smtp_server)
+    report = write_echo_report(tmp_path)
+    model.add_subscription(
+        ws, "rows", notebook=str(report), recipients=["ana@example.com"], cron="0 8 * * *",
+        timezone="UTC", account="service", owner="owner@example.com",
+    )  # fmt: skip
+    form = SubscriptionManagement(ws)
+    form.pick.value = "rows"
+    assert form.report.value == PATH and form.path.value == str(report)
+    assert form.recipients.value == "ana@example.com"
+    form.test_send.click()
+    assert "type the address" in form.status.value
+    form.test_to.value = "me@example.com"
+    form.test_send.click()
+    assert "test send to me@example.com" in form.status.value and "1 sent" in form.status.value
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("me@example.com",)]
+    form.run_now.click()
+    assert "1 sent" in form.status.value and "sysmail-ok" in form.status.value, form.status.value
+    assert "ana@example.com" in {r for m in smtp_server.messages for r in m.rcpt_tos}
+    assert "succeeded" in form.history.value and "manual" in form.history.value
