@@ -132,14 +132,14 @@ _BASIC_AUTH_REFUSALS = (
 )
 
 
-def basic_auth_hint(reply: str) -> str | None:
+def basic_auth_hint(reply: str, name: str = "NAME") -> str | None:
     """A hint to switch to OAuth2 when ``reply`` is a provider's refusal of password logins."""
     for pattern, why in _BASIC_AUTH_REFUSALS:
         if pattern.search(reply):
             return (
-                f"{why}: switch the system email to OAuth2 (`sysmail-ops accounts edit NAME "
+                f"{why}: switch the system email to OAuth2 (`sysmail-ops accounts edit {name} "
                 "--auth oauth2 --oauth-provider microsoft|google ...`, then `sysmail-ops "
-                "accounts authorize NAME`; README: Microsoft 365 / Google Workspace)"
+                f"accounts authorize {name}`; README: Microsoft 365 / Google Workspace)"
             )
     return None
 
@@ -391,7 +391,7 @@ class SMTPConnection:
             self.smtp.login(self.server.login, self._password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
             text = _reply(exc)
-            hint = basic_auth_hint(text)
+            hint = basic_auth_hint(text, self.server.name)
             raise self._fail(
                 "auth",
                 f"login as {self.server.login} rejected: {exc.smtp_code} {text}"

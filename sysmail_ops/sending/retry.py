@@ -201,8 +201,10 @@ def _retry_account(
     if account is None:
         down = Outcome("failed", "connect", None, f"system email {name!r} no longer exists")
     else:
-        conn = SMTPConnection(account.server, accounts.password_for(ws, account), timeout=timeout)
-        try:
+        try:  # an OAuth2 account may have lost its authorization: its one line, every row
+            conn = SMTPConnection(
+                account.server, accounts.password_for(ws, account), timeout=timeout
+            )
             conn.open()
         except SMTPError as exc:
             status = "failed" if exc.step in ("tls", "auth") else "deferred"
@@ -231,6 +233,8 @@ def _retry_account(
                         conn.open()
                     except SMTPError as exc:
                         down = Outcome("deferred", exc.step, exc.code, str(exc))
+                    except SysmailError as exc:  # a refused token that could not be renewed
+                        down = Outcome("failed", "auth", None, str(exc))
                 out = (
                     down
                     or conn.deliver(

@@ -146,7 +146,7 @@ def test_a_providers_refusal_of_passwords_gets_the_oauth2_hint(
     result = smtp_test(server, Secret(GOOD_PASSWORD))
     assert not result.ok and result.step == "auth"
     assert who in result.message and "switch the system email to OAuth2" in result.message
-    assert "accounts authorize NAME" in result.message
+    assert "`sysmail-ops accounts authorize o365`" in result.message
     assert "\n" not in result.message
 
 

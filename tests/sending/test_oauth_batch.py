@@ -90,3 +90,50 @@ def test_an_expired_token_is_refreshed_before_the_login(
     attempts = [a.success for a in xoauth2_smtp.auth_attempts]
     assert attempts == [False, True, True]  # only the token expired by the provider was refused
     assert oauth_server.records.grants_used[-2:] == ["refresh_token", "refresh_token"]
+
+
+def test_a_providers_refusal_of_the_password_stops_the_send_with_the_oauth2_hint(
+    ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer
+) -> None:
+    from conftest import bind
+
+    from sysmail_ops.errors import SMTPError
+
+    templates.add_template(ws, "note", object_type="case", subject="Case {{ case_id }}",
+                           html="<p>{{ case_id }}</p>", fields=["case_id"])  # fmt: skip
+    bind(ws, xoauth2_smtp, "legacy")  # a password account, as bound before the switch
+    xoauth2_smtp.basic_refusal = (
+        "535 5.7.30 Basic authentication is not supported for Client Submission"
+    )
+    with pytest.raises(SMTPError) as err:
+        send(ws, "legacy", "note", to="a@example.com", record={"case_id": "1"},
+             options=SendOptions(backoff=0.01))  # fmt: skip
+    assert err.value.step == "auth" and "5.7.30" in str(err.value)
+    assert "switch the system email to OAuth2 (`sysmail-ops accounts edit legacy" in str(err.value)
+    assert xoauth2_smtp.messages == []
+
+
+def test_a_revoked_authorization_fails_the_queued_retries_with_the_one_line(
+    ws: Workspace,
+    xoauth2_smtp: XOAuth2SMTPServer,
+    oauth_server: OAuthTestServer,
+    authorized: None,
+) -> None:
+    from datetime import timedelta
+
+    from sysmail_ops.sending import retry
+    from sysmail_ops.store.database import utcnow
+
+    xoauth2_smtp.fail_data_times = 1  # 451 at DATA: the message waits in the retry queue
+    record = {"case_id": "C-9", "email": "q@example.com"}
+    first = send(ws, "o365", "note", to="q@example.com", record=record,
+                 options=SendOptions(max_attempts=1, backoff=0.01))  # fmt: skip
+    assert first.counts == {"deferred": 1} and len(retry.list_deferred(ws)) == 1
+    oauth_server.revoke_refresh_tokens()
+    oauth_server.expire_access_tokens()
+    result = retry.retry_deferred(ws, now=utcnow() + timedelta(hours=2))
+    assert result.counts == {"failed": 1}, result
+    row = sendlog.list_logs(ws, limit=1).iloc[0]
+    assert row.status == "failed" and row.smtp_phase == "auth"
+    assert "re-authorize with `sysmail-ops accounts authorize o365`" in row.smtp_reply
+    assert xoauth2_smtp.messages == []
