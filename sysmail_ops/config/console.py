@@ -61,8 +61,8 @@ def set_password(ws: Workspace, password: Secret | str) -> None:
             "console",
             "password",
             "edit" if before else "add",
-            {KEY: before[0]} if before else None,
-            {KEY: hashed},
+            {"password_hash": before[0]} if before else None,
+            {"password_hash": hashed},
         )
 
 
@@ -73,7 +73,7 @@ def clear_password(ws: Workspace) -> bool:
         if not before:
             return False
         con.execute("DELETE FROM settings WHERE key = ?", [KEY])
-        audit.record(con, "console", "password", "remove", {KEY: before[0]}, None)
+        audit.record(con, "console", "password", "remove", {"password_hash": before[0]}, None)
     return True
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sysmail_ops.errors import OAuthError, ValidationError
 from sysmail_ops.mail.credentials import Secret, Token
 from sysmail_ops.mail.smtp import tls_context
+from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
@@ -204,24 +205,30 @@ def _save(
 ) -> None:
     blob = ws.secrets.encrypt(Secret(json.dumps(state)))
     with ws.store.transaction() as con:
-        if authorized_as is None:
+        if authorized_as is None:  # a refresh: the same authorization, not a change to audit
             con.execute("UPDATE accounts SET oauth_token_enc = ? WHERE name = ?", [blob, name])
         else:
+            before = audit.row(con, "accounts", name=name)
             con.execute(
                 "UPDATE accounts SET oauth_token_enc = ?, oauth_authorized_at = ?, "
                 "oauth_authorized_as = ? WHERE name = ?",
                 [blob, utcnow(), authorized_as, name],
             )
+            after = audit.row(con, "accounts", name=name)
+            audit.record(con, "account", name, "authorize", before, after)
 
 
 def forget(ws: Workspace, name: str) -> None:
     """Drop the stored tokens (the settings changed: they belong to another client)."""
     with ws.store.transaction() as con:
+        before = audit.row(con, "accounts", name=name)
         con.execute(
             "UPDATE accounts SET oauth_token_enc = NULL, oauth_authorized_at = NULL, "
             "oauth_authorized_as = NULL WHERE name = ?",
             [name],
         )
+        after = audit.row(con, "accounts", name=name)
+        audit.record(con, "account", name, "forget authorization", before, after)
 
 
 def status(ws: Workspace, name: str) -> str:

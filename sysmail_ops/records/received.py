@@ -59,7 +59,7 @@ from sysmail_ops.mail.incoming import Parsed, read_message
 from sysmail_ops.records import bounces
 from sysmail_ops.records.archive import Bundle, archive_id
 from sysmail_ops.records.sendlog import new_batch_id
-from sysmail_ops.store import private
+from sysmail_ops.store import audit, private
 from sysmail_ops.store.database import utcnow
 
 if TYPE_CHECKING:
@@ -218,10 +218,12 @@ def set_imap_credentials(
         raise ValidationError("the IMAP password must not contain line breaks")
     enc = ws.secrets.encrypt(password) if password else None
     with ws.store.transaction() as con:
+        before = audit.row(con, "accounts", name=name)
         con.execute(
             "UPDATE accounts SET imap_login = ?, imap_password_enc = ? WHERE name = ?",
             [login, enc, name],
         )
+        audit.record(con, "account", name, "edit", before, audit.row(con, "accounts", name=name))
 
 
 # -- the fetch ----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ __all__ = [
     "parse_since",
     "record",
     "row",
+    "secret_name",
 ]
 
 SOURCES = ("cli", "console", "python")
@@ -156,8 +157,17 @@ class Change:
 
     def describe(self) -> str:
         if self.secret:
-            return "password changed" if "pass" in self.field else f"{self.field} changed"
+            return f"{secret_name(self.field)} changed"
         return f"{self.field}: {_show(self.old)} -> {_show(self.new)}"
+
+
+def secret_name(field: str) -> str:
+    """What a secret column holds, without how it is kept: password_enc -> password,
+    imap_password_enc -> imap_password, console_password_hash -> console_password."""
+    words = field.split("_")
+    while len(words) > 1 and words[-1] in _KEPT_AS:
+        words.pop()
+    return "_".join(words)
 
 
 def _plain(value: Any) -> Any:
@@ -199,7 +209,7 @@ def diff(
     skip = IGNORED | set(ignore)
     old, new = dict(before or {}), dict(after or {})
     out = []
-    secret_seen = False
+    secrets_seen: set[str] = set()
     for field in [*old, *(k for k in new if k not in old)]:
         if field in skip:
             continue
@@ -207,9 +217,9 @@ def diff(
         if _same(a, b):
             continue
         if is_secret(field):
-            if "pass" in field and secret_seen:
+            if secret_name(field) in secrets_seen:
                 continue  # password_enc and password_env: one "password changed"
-            secret_seen = secret_seen or "pass" in field
+            secrets_seen.add(secret_name(field))
             out.append(Change(field, secret=True))
         else:
             out.append(Change(field, _plain(a), _plain(b)))

@@ -16,6 +16,7 @@ from sysmail_ops.campaigns import model as campaigns
 from sysmail_ops.config import accounts, directory, settings
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import InUseError, LimitError, ValidationError
+from sysmail_ops.records import received
 from sysmail_ops.store import audit
 from sysmail_ops.subscriptions import model as subscriptions
 from sysmail_ops.templates import catalog as templates
@@ -86,6 +87,12 @@ def test_diff_names_a_secret_column_without_its_value_and_skips_bookkeeping() ->
         "client_secret changed",
     ]
     assert "gAAAA" not in json.dumps([c.to_dict() for c in changes])
+    other = audit.diff(
+        {"password_enc": None, "password_env": "env:X", "imap_password_enc": None},
+        {"password_enc": "gAAAA-1", "password_env": None, "imap_password_enc": "gAAAA-2"},
+    )
+    assert [c.describe() for c in other] == ["password changed", "imap_password changed"]
+    assert audit.secret_name("oauth_refresh_token_enc") == "oauth_refresh_token"
 
 
 def test_account_add_edit_archiving_password_remove_from_python(ws: Workspace) -> None:
@@ -277,3 +284,12 @@ def test_list_entries_filters_and_refuses_bad_input(ws: Workspace) -> None:
             audit.list_entries(ws.store, since=bad)
     with pytest.raises(ValidationError, match="--limit"):
         audit.list_entries(ws.store, limit=0)
+
+
+def test_a_separate_imap_login_is_audited_with_its_password_only_named(ws: Workspace) -> None:
+    add_service(ws)
+    received.set_imap_credentials(ws, "service", login="inbox@example.com", password=NEW_PASSWORD)
+    (entry,) = audit.list_entries(ws.store, limit=1)
+    assert entry.action == "edit"
+    assert entry.summary == "imap_login: (none) -> inbox@example.com; imap_password changed"
+    assert NEW_PASSWORD not in json.dumps(entry.to_dict())
