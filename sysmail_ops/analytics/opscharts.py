@@ -26,6 +26,7 @@ __all__ = [
     "latency_chart",
     "rate_chart",
     "retries_chart",
+    "show",
     "suppressions_chart",
     "volume_chart",
 ]
@@ -71,7 +72,7 @@ def rate_chart(by_day: pd.DataFrame, *, title: str = "Deliveries per day") -> Fi
     rate.set_ylim(0, 105)
     rate.set_ylabel("delivery rate %")
     rate.spines[["top"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    fig.legend(frameon=False, fontsize=8, loc="outside lower center", ncols=4)
     _thin_ticks(ax, len(labels))
     return fig
 
@@ -211,13 +212,15 @@ def suppressions_chart(df: pd.DataFrame, *, title: str = "Bounces and suppressio
     if df.empty:
         _no_data(ax)
         return fig
-    days = list(df["day"])
-    ax.plot(days, list(df["bounces"]), color=_RED, marker=".", linewidth=1, label="bounces")
-    ax.plot(days, list(df["suppressed"]), color=_GREY, marker=".", linewidth=1,
-            label="suppressed")  # fmt: skip
+    days = [str(d) for d in df["day"]]
+    xs = range(len(days))
+    ax.bar([x - 0.2 for x in xs], list(df["bounces"]), width=0.4, color=_RED, label="bounces")
+    ax.bar([x + 0.2 for x in xs], list(df["suppressed"]), width=0.4, color=_GREY,
+           label="suppressed")  # fmt: skip
+    ax.set_xticks(list(xs), days)
     ax.set_ylabel("per day")
     ax.legend(frameon=False, fontsize=8)
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    _thin_ticks(ax, len(days))
     return fig
 
 
@@ -234,3 +237,10 @@ CHARTS: dict[str, Callable[[pd.DataFrame], Figure]] = {
     "latency": latency_chart,
     "suppressions_and_bounces": suppressions_chart,
 }
+
+
+def show(fig: Figure) -> None:
+    """Display ``fig`` in a notebook as a PNG (no pyplot, no inline backend needed)."""
+    from IPython.display import Image, display
+
+    display(Image(charts.png_bytes(fig)))

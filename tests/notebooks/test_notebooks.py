@@ -8,6 +8,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 from conftest import bind
+from log_fixtures import handmade_log
 from smtp_testserver import SMTPTestServer
 
 from sysmail_ops.config.workspace import Workspace
@@ -15,6 +16,12 @@ from sysmail_ops.sending import connection_test as conntest
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# notebooks that read the log run on a hand-made one (tests/log_fixtures.py), with parameters
+# that reach it, and must show what it holds
+LOG_NOTEBOOKS: dict[str, tuple[dict[str, object], list[str]]] = {
+    "04_sending_log_and_analytics.ipynb": ({"since": None}, ["5.7.1 rejected", "example.net"]),
+    "05_archive.ipynb": ({"obj": "case:42"}, ["a-m2", "Mail m2"]),
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -33,11 +40,14 @@ def test_runs_top_to_bottom(
     conntest.test_account(ws, "service")
     params = pm.inspect_notebook(str(path))
     assert "home" in params, "every notebook takes the workspace as a parameter"
+    extra, expected = LOG_NOTEBOOKS.get(path.name, ({}, []))
+    if path.name in LOG_NOTEBOOKS:
+        handmade_log(ws)
     out = tmp_path / path.name
     pm.execute_notebook(
         str(path),
         str(out),
-        parameters={"home": str(ws.home)},
+        parameters={"home": str(ws.home), **extra},
         kernel_name="python3",
         progress_bar=False,
         cwd=str(tmp_path),
@@ -45,3 +55,5 @@ def test_runs_top_to_bottom(
     executed = json.loads(out.read_text())
     text = json.dumps(executed)
     assert "Traceback" not in text
+    for shown in expected:
+        assert shown in text, f"{path.name} does not show {shown!r}"
