@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARTS",
+    "delivery_chart",
     "domains_chart",
     "failures_chart",
     "hours_chart",
@@ -244,3 +245,14 @@ def show(fig: Figure) -> None:
     from IPython.display import Image, display
 
     display(Image(charts.png_bytes(fig)))
+
+
+def delivery_chart(by_day: pd.DataFrame, *, title: str = "Deliveries per day") -> Figure:
+    """``ops.rate_by_day`` as the delivery report draws it: sent / deferred / failed stacked
+    per day (``analytics.charts.stacked_bars``, the report mail's chart style)."""
+    labels = [f"{d:%d %b}" for d in by_day["day"]] if not by_day.empty else []
+    series = {
+        s: [int(v) for v in by_day[s]] if not by_day.empty else []
+        for s in ("sent", "deferred", "failed")
+    }
+    return charts.stacked_bars(labels, series, title=title, colors=charts.STATUS_COLORS)
