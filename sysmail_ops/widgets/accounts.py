@@ -9,16 +9,18 @@ cannot end up in a saved notebook.
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any
 
 import ipywidgets as w
 
 from sysmail_ops.config import accounts as api
+from sysmail_ops.config import oauth
 from sysmail_ops.config import providers as presets
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import LimitError, ValidationError
 from sysmail_ops.sending import connection_test as conntest
-from sysmail_ops.widgets.common import guarded, message, status_line
+from sysmail_ops.widgets.common import error_text, guarded, message, status_line
 
 __all__ = ["NEW", "EmailManagement", "email_management"]
 
@@ -140,6 +142,45 @@ class EmailManagement(w.VBox):
         )
         self.advanced.set_title(0, "More settings: IMAP, CA bundle, insecure AUTH, rate limit, ...")
 
+        # OAuth2 (XOAUTH2) instead of a password: Microsoft 365, Google Workspace, ...
+        self.use_oauth = w.Checkbox(
+            description="log in with OAuth2 (XOAUTH2) instead of a password",
+            indent=False,
+            layout=_AUTO,
+        )
+        self.oauth_provider = w.Dropdown(
+            description="Provider", options=list(oauth.PROVIDERS), style=_STYLE
+        )
+        self.oauth_flow = w.Dropdown(description="Flow", style=_STYLE)
+        self.oauth_client_id = _text("Client ID", "application (client) ID")
+        self.oauth_tenant = _text("Tenant", "Microsoft directory (tenant) ID or domain")
+        self.oauth_endpoint = _text("Endpoint", "authority host or issuer URL (optional)")
+        self.oauth_secret = w.Password(description="Client secret", layout=_WIDE, style=_STYLE)
+        self.oauth_key_file = _text("Service-account key", "path of the JSON key file")
+        self.authorize = w.Button(description="Authorize", icon="key")
+        self.oauth_prompt = w.HTML()
+        self.oauth_box = w.Accordion(
+            children=[
+                w.VBox(
+                    [
+                        self.use_oauth,
+                        self.oauth_provider,
+                        self.oauth_flow,
+                        self.oauth_client_id,
+                        self.oauth_tenant,
+                        self.oauth_endpoint,
+                        self.oauth_secret,
+                        self.oauth_key_file,
+                        w.HBox([self.authorize]),
+                        self.oauth_prompt,
+                    ]
+                )
+            ],
+            selected_index=None,
+        )
+        self.oauth_box.set_title(0, "OAuth2: Microsoft 365, Google Workspace (README)")
+        self._flows()
+
         self.save = w.Button(description="Save", button_style="primary", icon="save")
         self.test = w.Button(description="Test connection", icon="plug")
         self.test_to = w.Text(placeholder="also send a test message to (optional)")
@@ -150,7 +191,7 @@ class EmailManagement(w.VBox):
         self.confirm_box.layout.display = "none"
 
         def secrets() -> list[str]:
-            return [self.password.value]
+            return [self.password.value, self.oauth_secret.value]
 
         guard = guarded(self.output, self.status, secrets=secrets)
         self.pick.observe(guard(self._on_pick), names="value")
@@ -164,6 +205,9 @@ class EmailManagement(w.VBox):
         self.remove.on_click(guard(self._on_remove))
         self.confirm_remove.on_click(guard(self._on_confirm_remove))
         self.cancel_remove.on_click(guard(self._on_cancel_remove))
+        self.oauth_provider.observe(guard(lambda _c: self._flows()), names="value")
+        self.authorize.on_click(guard(self._on_authorize))
+        self._authorizing: threading.Thread | None = None
         self._loading = False
 
         super().__init__(
@@ -189,6 +233,7 @@ class EmailManagement(w.VBox):
                 self.sent_archiving,
                 self.received_archiving,
                 self.advanced,
+                self.oauth_box,
                 w.HBox([self.save, self.test, self.test_to, self.remove]),
                 self.confirm_box,
                 self.status,
@@ -293,6 +338,7 @@ class EmailManagement(w.VBox):
                 default = api.ARCHIVING_BY_KIND["customer_service"]
                 self.sent_archiving.value = self.received_archiving.value = default
                 self.password.placeholder = ""
+                self._load_oauth(None)
             else:
                 a = api.get_account(self.ws, self.pick.value)
                 self.name.value = a.name
@@ -321,10 +367,98 @@ class EmailManagement(w.VBox):
                 self.password.placeholder = (
                     "stored: leave empty to keep it" if a.auth_source == "stored" else ""
                 )
+                self._load_oauth(a)
             self.preset_hint.value = ""
             self._show_default()
         finally:
             self._loading = False
+
+    def _load_oauth(self, a: api.Account | None) -> None:
+        """The OAuth2 settings of ``a`` (never its secret, key or tokens), or empty ones."""
+        self.oauth_secret.value = self.oauth_key_file.value = ""
+        self.use_oauth.value = a is not None and a.auth == "oauth2"
+        self.oauth_provider.value = (a.oauth_provider if a else None) or oauth.PROVIDERS[0]
+        self._flows()
+        if a is not None and a.oauth_flow in self.oauth_flow.options:
+            self.oauth_flow.value = a.oauth_flow
+        self.oauth_client_id.value = (a.oauth_client_id if a else None) or ""
+        self.oauth_tenant.value = (a.oauth_tenant if a else None) or ""
+        self.oauth_endpoint.value = (a.oauth_endpoint if a else None) or ""
+        self.authorize.disabled = not self.use_oauth.value
+        self.oauth_prompt.value = (
+            f"<small>{html.escape(oauth.status(self.ws, a.name))}</small>"
+            if a is not None and a.auth == "oauth2"
+            else ""
+        )
+
+    def _flows(self) -> None:
+        flows = oauth.FLOWS[self.oauth_provider.value]
+        self.oauth_flow.options = list(flows)
+        self.oauth_flow.value = oauth.DEFAULT_FLOW[self.oauth_provider.value]
+
+    def _oauth_values(self, was: api.Account | None) -> dict[str, Any]:
+        """The auth fields for add/edit: OAuth2 settings and secrets, or back to a password."""
+        if not self.use_oauth.value:
+            if was is None or was.auth != "oauth2":
+                return {}
+            typed = self.password.value or self.password_env.value.strip()
+            keep = was.auth_source != "none" and not self.no_password.value
+            return {"auth": "password" if typed or keep else "none"}
+        values: dict[str, Any] = {
+            "auth": "oauth2",
+            "oauth_provider": self.oauth_provider.value,
+            "oauth_flow": self.oauth_flow.value,
+            "oauth_client_id": self.oauth_client_id.value,
+            "oauth_tenant": self.oauth_tenant.value,
+            "oauth_endpoint": self.oauth_endpoint.value,
+        }
+        if self.oauth_secret.value:
+            values["oauth_client_secret"] = self.oauth_secret.value
+        path = self.oauth_key_file.value.strip()
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    values["oauth_key"] = fh.read(64 * 1024)
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValidationError(f"service-account key {path}: {why}") from None
+        return values
+
+    def _on_authorize(self, _button: Any) -> None:
+        """Run the account's flow beside the kernel: the device code and URL (or the sign-in
+        link) show in the form while it waits; the verdict replaces them."""
+        if self.pick.value == NEW:
+            raise ValidationError("save the system email before authorizing it")
+        a = api.get_account(self.ws, self.pick.value)
+        if a.auth != "oauth2":
+            raise ValidationError(f"{a.name} logs in with {a.auth}: tick OAuth2 and Save first")
+        if self._authorizing is not None and self._authorizing.is_alive():
+            raise ValidationError("an authorization is already waiting: finish it first")
+
+        def say(line: str) -> None:
+            text = html.escape(line)
+            for word in line.split():
+                if word.startswith("https://") or word.startswith("http://"):
+                    link = html.escape(word, quote=True)
+                    text = text.replace(
+                        html.escape(word),
+                        f'<a href="{link}" target="_blank" rel="noopener">{html.escape(word)}</a>',
+                    )
+            self.oauth_prompt.value = f"<b>{text}</b>"
+
+        def run() -> None:
+            try:
+                verdict = oauth.authorize(self.ws, a.oauth, say=say)
+            except Exception as exc:  # shown in the form, as every callback's error
+                self.oauth_prompt.value = ""
+                message(self.status, error_text(exc), "error")
+                return
+            self.oauth_prompt.value = f"<small>{html.escape(oauth.status(self.ws, a.name))}</small>"
+            message(self.status, verdict, "ok")
+
+        message(self.status, f"authorizing {a.name}...", "info")
+        self._authorizing = threading.Thread(target=run, daemon=True, name="oauth-authorize")
+        self._authorizing.start()
 
     def _show_default(self) -> None:
         """Each archiving switch names the default of the kind chosen."""
@@ -446,12 +580,13 @@ class EmailManagement(w.VBox):
                         f"{used} of {limit} system emails are bound: remove one before "
                         "adding another"
                     )
-                if password is None and ref is None and not no_login:
+                if password is None and ref is None and not no_login and not self.use_oauth.value:
                     raise ValidationError(
                         "no password given: type it, name an environment variable, "
                         "or tick 'no login' for a relay without a password"
                     )
                 values = {k: v for k, v in values.items() if v not in (None, "")}
+                values.update({k: v for k, v in self._oauth_values(None).items() if v != ""})
                 a = api.add_account(
                     self.ws,
                     self.name.value.strip(),
@@ -468,12 +603,13 @@ class EmailManagement(w.VBox):
                     self.pick.value,
                     password=password,
                     password_ref=ref if ref != f"env:{was.password_env}" else None,
-                    clear_password=clear,
-                    **values,
+                    clear_password=clear and not self.use_oauth.value,
+                    **{**values, **self._oauth_values(was)},
                 )
                 verb = "saved"
         finally:
             self.password.value = ""  # never kept in the widget, whatever happened
+            self.oauth_secret.value = ""
         self.refresh()
         self._loading = True
         try:
