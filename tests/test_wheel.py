@@ -25,7 +25,8 @@ from sysmail_ops.subscriptions import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = "sysmail_ops/subscriptions/reports"
-BUILD_INPUTS = ("pyproject.toml", "README.md", "sysmail_ops", "reports")  # what setuptools reads
+# what setuptools reads
+BUILD_INPUTS = ("pyproject.toml", "README.md", "sysmail_ops", "reports", "notebooks")
 
 # What the installed package reports about itself, as JSON, run by the new venv's python.
 PROBE = """
