@@ -7,6 +7,9 @@ on stderr and exit code 2 (as do argparse's usage errors).
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -75,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:  # a reader gone is found here (after --help too), not in the last flush at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_broken():  # from something else than stdout (a socket): not hidden
+            raise
+        return _reader_gone()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
@@ -87,3 +102,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sysmail-ops: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``sysmail-ops logs list | head -1``): end quietly.
+
+    As git, ls and jq do: no message, the status a shell shows for a command ended
+    by SIGPIPE (141). Python ignores SIGPIPE, so the write raised BrokenPipeError
+    instead; stdout is pointed at /dev/null so the interpreter's final flush of what
+    is still buffered does not raise again (the recipe in the ``signal`` docs).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or no real stdout
+        return True

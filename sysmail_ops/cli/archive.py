@@ -14,6 +14,7 @@ from sysmail_ops.cli.output import (
     print_json,
     print_table,
     safe,
+    write_out,
 )
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.records import archive
@@ -122,7 +123,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     if args.raw:
-        sys.stdout.buffer.write(archive.raw_message(ws, args.id))
+        write_out(archive.raw_message(ws, args.id))  # a reader gone: BrokenPipeError
         return 0
     entry = archive.get_entry(ws, args.id)
     if args.json:

@@ -57,7 +57,23 @@ def _default(obj: Any) -> Any:
 
 def print_json(data: Any) -> None:
     text = json.dumps(data, indent=2, default=_default, ensure_ascii=False)
-    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text) + "\n")
+    write_out(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text) + "\n")
+
+
+PIECE = 2048  # characters: at most 8 KiB of UTF-8, what stdout's buffer takes in one go
+
+
+def write_out(text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to stdout in pieces that go through its buffer.
+
+    One write larger than the buffer goes to the pipe directly, and when the reader
+    closes the pipe part-way (``| head -1``) Python reports part of it written and
+    drops the rest without an error; through the buffer, the next write raises
+    ``BrokenPipeError``, which ``cli.main`` turns into a quiet exit (status 141).
+    """
+    out = sys.stdout.buffer if isinstance(text, bytes) else sys.stdout
+    for start in range(0, len(text), PIECE):
+        out.write(text[start : start + PIECE])  # type: ignore[arg-type]
 
 
 def cell(value: Any) -> str:
