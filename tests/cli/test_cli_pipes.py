@@ -50,11 +50,20 @@ def full(tmp_path_factory: pytest.TempPathFactory, _smtp_server_session: SMTPTes
     events = home.parent / "events.jsonl"
     events.write_text(
         "".join(
-            json.dumps({"id": f"ev-{i}", "flow_type": "workflow", "flow_name": "intake",
-                        "event": "done", "object_type": "ticket", "object_id": str(i),
-                        "record": {"n": i}}) + "\n"
+            json.dumps(
+                {
+                    "id": f"ev-{i}",
+                    "flow_type": "workflow",
+                    "flow_name": "intake",
+                    "event": "done",
+                    "object_type": "ticket",
+                    "object_id": str(i),
+                    "record": {"n": i},
+                }
+            )
+            + "\n"
             for i in range(ROWS)
-        )  # fmt: skip
+        )
     )
     argv = ["--home", str(home)]
     assert main([*argv, "send-batch", "service", "--template", "notice",
@@ -148,7 +157,7 @@ def test_a_raw_message_into_a_reader_that_closes_early_ends_quietly(full: Path) 
         check=True,
     )
     first = json.loads(listed.stdout)[0]["id"]
-    code, head, err = _read_then_close(_sysmail(full, "archive", "show", first, "--raw"), 0)
+    code, _, err = _read_then_close(_sysmail(full, "archive", "show", first, "--raw"), 0)
     assert err == b"" and code == SIGPIPE_STATUS
 
 
