@@ -50,6 +50,7 @@ __all__ = [
     "failures_by_code",
     "failures_by_domain",
     "headline",
+    "headline_of",
     "latency",
     "rate_by_account",
     "rate_by_day",
@@ -277,7 +278,14 @@ def headline(ws: Workspace, since: When = None, until: When = None,
              accounts: Accounts = None) -> str:  # fmt: skip
     """One line: "198 of 200 deliveries sent (99.0%), 2 failed, 0 deferred"."""
     totals = totals_by_status(ws, since, until, accounts).set_index("status")["deliveries"]
-    sent, failed, deferred = (int(totals.get(s, 0)) for s in ("sent", "failed", "deferred"))
+    return headline_of({s: int(totals.get(s, 0)) for s in ATTEMPTED})
+
+
+def headline_of(counts: pd.DataFrame | dict[str, int]) -> str:
+    """``headline`` from counts already asked: ``{"sent": n, ...}``, or a ``rate_by_*`` answer."""
+    if not isinstance(counts, dict):
+        counts = {s: int(counts[s].sum()) if len(counts) else 0 for s in ATTEMPTED}
+    sent, failed, deferred = (int(counts.get(s, 0)) for s in ("sent", "failed", "deferred"))
     tried = sent + failed + deferred
     if not tried:
         return "no deliveries in this period"

@@ -48,6 +48,10 @@ def test_totals_and_headline(log: Workspace) -> None:
     expected = {"sent": 3, "deferred": 1, "failed": 3, "suppressed": 1}
     assert totals == {s: expected.get(s, 0) for s in sendlog.STATUSES}
     assert ops.headline(log) == "3 of 7 deliveries sent (42.9%), 3 failed, 1 deferred"
+    assert ops.headline_of(ops.rate_by_account(log)) == ops.headline(log)
+    assert ops.headline_of(ops.rate_by_day(log, since="2030-01-01")) == (
+        "no deliveries in this period"
+    )
 
 
 def test_failures_by_reply_class_and_code(log: Workspace) -> None:
