@@ -51,6 +51,7 @@ userdb {{
   args = uid={uid} gid={gid} home={d}/mail/%u
 }}
 mail_location = maildir:~/Maildir
+mail_fsync = never
 service imap-login {{
   inet_listener imap {{
     port = {plain}

@@ -19,6 +19,7 @@ import email
 import email.header
 import email.utils
 import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -215,11 +216,17 @@ def _html_text(html: str) -> str:
     return str(conv.handle(html))
 
 
-def read_message(fh: IO[bytes]) -> Parsed:
-    """Read one raw message from ``fh`` (any size) into the fields the archive keeps."""
-    digest = hashlib.sha256()
-    skeleton, runs = _skeleton(fh, digest)
-    content_hash = "sha256:" + digest.hexdigest()
+def read_message(source: IO[bytes] | bytes) -> Parsed:
+    """Read one raw message (a file of any size, or bytes) into the fields the archive keeps."""
+    if isinstance(source, bytes) and len(source) <= min(KEEP_BODY, KEEP_HEAD):
+        # Small: the skeleton would be the message itself.
+        skeleton, runs = source, list[_Run]()
+        content_hash = "sha256:" + hashlib.sha256(source).hexdigest()
+    else:
+        digest = hashlib.sha256()
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        skeleton, runs = _skeleton(stream, digest)
+        content_hash = "sha256:" + digest.hexdigest()
     parsed = Parsed(message_id=None, content_hash=content_hash)
     try:
         msg = email.message_from_bytes(skeleton)
