@@ -499,12 +499,16 @@ def _run_once(ws: Workspace, s: Subscription, params: dict[str, Any], kind: str)
     return run
 
 
-def preview(ws: Workspace, name: str, recipient: str | None = None) -> sending.SendResult:
+def preview(
+    ws: Workspace, name: str | Subscription, recipient: str | None = None
+) -> sending.SendResult:
     """Run the report for one recipient now and compose the mail; nothing is sent.
 
-    The ``.eml`` lands in the workspace's preview folder (``SendResult.preview_dir``).
+    ``name`` may be an unsaved subscription (``subscriptions.drafts.check_draft``): the
+    form previews what is typed. The ``.eml`` lands in the workspace's preview folder
+    (``SendResult.preview_dir``).
     """
-    s = get_subscription(ws, name)
+    s = name if isinstance(name, Subscription) else get_subscription(ws, name)
     addr = recipient or s.recipients[0].address
     run = _run_once(ws, s, s.parameters_for(addr), "preview")
     assert run.output is not None
@@ -517,10 +521,11 @@ def preview(ws: Workspace, name: str, recipient: str | None = None) -> sending.S
 
 
 def test_send(
-    ws: Workspace, name: str, to: str, *, as_recipient: str | None = None
+    ws: Workspace, name: str | Subscription, to: str, *, as_recipient: str | None = None
 ) -> sending.SendResult:
-    """Run the report now and mail it to ``to`` only (with ``as_recipient``'s parameters)."""
-    s = get_subscription(ws, name)
+    """Run the report now and mail it to ``to`` only (with ``as_recipient``'s parameters);
+    ``name`` may be an unsaved subscription, as for ``preview``."""
+    s = name if isinstance(name, Subscription) else get_subscription(ws, name)
     run = _run_once(ws, s, s.parameters_for(as_recipient or to), "test-send")
     assert run.output is not None
     slot = schedule.latest_slot(s.cron, schedule.check_timezone(s.timezone), utcnow())

@@ -23,7 +23,7 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import ValidationError
 from sysmail_ops.inputs import parse_json
 from sysmail_ops.store.database import utcnow
-from sysmail_ops.subscriptions import model, notebooks, runs, schedule
+from sysmail_ops.subscriptions import drafts, model, notebooks, runs, schedule
 from sysmail_ops.templates import catalog
 from sysmail_ops.widgets.common import guarded, message, status_line
 
@@ -335,10 +335,17 @@ class SubscriptionManagement(w.VBox):
             "description": self.description.value.strip() or None,
         }
 
-    def _on_save(self, _button: Any) -> None:
+    def _draft(self) -> model.Subscription:
+        """The subscription as typed, checked as a save would (nothing written)."""
         values = self._values()
         if not values["recipients"]:
             raise ValidationError("add at least one recipient (one address per line)")
+        name = self.name.value if self.pick.value == NEW else self.pick.value
+        return drafts.check_draft(self.ws, name, **values)
+
+    def _on_save(self, _button: Any) -> None:
+        self._draft()  # every check before anything is written
+        values = self._values()
         if self.pick.value == NEW:
             s = model.add_subscription(self.ws, self.name.value.strip(), **values)
             verb = "saved"
@@ -363,9 +370,11 @@ class SubscriptionManagement(w.VBox):
         return str(self.pick.value)
 
     def _on_preview(self, _button: Any) -> None:
-        name = self._saved()
+        """The mail of the first recipient, from what is typed (saved or not); nothing sent."""
+        draft = self._draft()
+        name = draft.name
         message(self.status, f"running {name}'s report for a preview...", "info")
-        result = runs.preview(self.ws, name)
+        result = runs.preview(self.ws, draft)
         emls = sorted(Path(result.preview_dir or "").glob("*.eml"))
         if not emls:
             message(self.status, f"nothing was composed: {result.summary()}", "error")
@@ -374,11 +383,11 @@ class SubscriptionManagement(w.VBox):
         message(self.status, f"preview of {name} (not sent): {emls[0]}", "ok")
 
     def _on_test_send(self, _button: Any) -> None:
-        name = self._saved()
+        """The report run now and mailed to one address only, from what is typed."""
         to = self.test_to.value.strip()
         if not to:
             raise ValidationError("type the address to test-send to")
-        result = runs.test_send(self.ws, name, to)
+        result = runs.test_send(self.ws, self._draft(), to)
         bad = result.counts.get("failed") or result.counts.get("deferred")
         message(self.status, f"test send to {to}: {result.summary()}", "error" if bad else "ok")
         self._history()

@@ -58,8 +58,14 @@ def test_create_and_preview(ws: Workspace, smtp_server: SMTPTestServer, tmp_path
     form.owner.value = "owner@example.com"
     form.formats.value = ("html_body", "csv")
 
-    form.preview.click()  # not saved yet: one clear line
+    form.run_now.click()  # a slot run needs a saved subscription: one clear line
     assert "save the subscription first" in form.status.value
+
+    form.preview.click()  # what is typed, before saving: nothing stored, nothing sent
+    assert "preview of rows (not sent)" in form.status.value, form.status.value
+    assert "2 rows for APAC" in form.mail.value and 'sandbox=""' in form.mail.value
+    assert "rows.csv" in form.mail.value
+    assert model.list_subscriptions(ws) == [] and smtp_server.messages == []
 
     form.save.click()
     assert "saved rows: 2 recipient(s)" in form.status.value, form.status.value
@@ -68,10 +74,11 @@ def test_create_and_preview(ws: Workspace, smtp_server: SMTPTestServer, tmp_path
     assert s.recipients[0].parameters == {"region": "APAC"}
     assert s.timezone == "Europe/Berlin" and s.account == "service"
 
+    form.mail.value = ""
+    form.param_inputs["rows"].value = "4"  # a preview shows the form, not the store
     form.preview.click()
-    assert "preview of rows (not sent)" in form.status.value, form.status.value
-    assert "2 rows for APAC" in form.mail.value and 'sandbox=""' in form.mail.value
-    assert "rows.csv" in form.mail.value
+    assert "4 rows for APAC" in form.mail.value, form.status.value
+    assert model.get_subscription(ws, "rows").parameters == {"rows": 2}
     assert smtp_server.messages == []  # a preview sends nothing
 
 
