@@ -682,10 +682,13 @@ def thread(ws: Workspace, message_id: str) -> list[dict[str, Any]]:
         raise ValidationError("a Message-ID is one line, such as <abc@example.com>")
     wanted = [mid if mid.startswith("<") else f"<{mid}>", mid]
     with ws.store.connect() as con:
+        # The message itself, or (for mail logged but not archived) replies naming it as root.
         row = con.execute(
             "SELECT coalesce(thread_id, message_id) FROM archive"
-            " WHERE message_id IN (SELECT unnest(?::VARCHAR[])) LIMIT 1",
-            [wanted],
+            " WHERE message_id IN (SELECT unnest(?::VARCHAR[]))"
+            " OR thread_id IN (SELECT unnest(?::VARCHAR[]))"
+            " ORDER BY message_id IN (SELECT unnest(?::VARCHAR[])) DESC LIMIT 1",
+            [wanted, wanted, wanted],
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no archived message with Message-ID {mid}")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from smtp_testserver import SMTPTestServer
 
 from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.records import archive, received
+from sysmail_ops.records import archive, received, sendlog
 from sysmail_ops.sending.batch import send
 
 pytestmark = pytest.mark.slow
@@ -289,11 +290,11 @@ def test_prune_takes_received_mail_too(ws: Workspace, dovecot: Dovecot, mailbox:
     dovecot.append(mailbox, [message(1, date=time.time() - 10 * DAY), message(2)])
     received.fetch(ws)
     [old, new] = sorted(rows(ws), key=lambda r: str(r["date"]))
-    cutoff = archive.utcnow().replace(hour=0) - __import__("datetime").timedelta(days=5)
+    cutoff = archive.utcnow().replace(hour=0) - timedelta(days=5)
     assert archive.prune(ws, cutoff) == 1
     assert [r["id"] for r in rows(ws)] == [new["id"]]
     assert (ws.home / str(new["eml_path"])).exists()  # its bundle still holds a message
-    assert archive.prune(ws, archive.utcnow() + __import__("datetime").timedelta(days=1)) == 1
+    assert archive.prune(ws, archive.utcnow() + timedelta(days=1)) == 1
     assert not (ws.home / str(new["eml_path"])).exists()
     assert Path(str(old["eml_path"])).name  # both were bundled received files
 
@@ -311,3 +312,22 @@ def test_bad_input_writes_nothing(ws: Workspace, dovecot: Dovecot, mailbox: str)
     with pytest.raises(NotFoundError):
         received.thread(ws, "<none@example.org>")
     assert received.status(ws, "service")[0]["last_fetch_at"] is None
+
+
+def test_reply_to_mail_sent_without_archiving_is_linked_through_the_log(
+    ws: Workspace, dovecot: Dovecot, mailbox: str, smtp_server: SMTPTestServer
+) -> None:
+    """Report and survey mail are often not archived: the send log still knows them."""
+    bind_mailbox(ws, dovecot, mailbox, smtp_server)
+    accounts.set_archiving(ws, "service", sent=False)
+    case_template(ws)
+    send(ws, "service", "case-update", to="amy@example.org", use_case="survey",
+         record={"name": "Amy", "case_id": "9"}, related=("survey", "june-nps"))  # fmt: skip
+    assert rows(ws, "sent") == []
+    mid = str(sendlog.list_logs(ws).iloc[0]["message_id"])
+    dovecot.append(mailbox, [message("a1", headers={"In-Reply-To": mid}, date=time.time() + 60)])
+    received.fetch(ws)
+    [row] = rows(ws)
+    assert (row["related_type"], row["related_id"]) == ("survey", "june-nps")
+    assert row["reply_to_id"] == mid and row["thread_id"] == mid
+    assert [t["message_id"] for t in received.thread(ws, mid)] == ["<ma1@example.org>"]
