@@ -1,5 +1,7 @@
 """What happened: the send journal and log (``sendlog``), the email archive
-(``archive``) and the suppression list (``suppression``).
+(``archive``) and the suppression list (``suppression``); received mail fetched
+over IMAP (``received``) and the bounces found in it (``bounces``), imported
+where used.
 
 May import: ``config``, ``mail``, ``store``, ``errors``.
 """
