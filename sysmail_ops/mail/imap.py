@@ -359,7 +359,10 @@ class IMAPConnection:
                 "select", f"cannot open folder {folder!r}: {self._reply(exc)}"
             ) from None
         if typ != "OK":
-            raise self._fail("select", f"cannot open folder {folder!r}: {_text(data)}", _text(data))
+            # The server said NO (no such folder): the connection is still good for others.
+            raise IMAPError(
+                f"select: cannot open folder {folder!r}: {_text(data)}", "select", _text(data)
+            )
         uidvalidity = _first_int(imap.response("UIDVALIDITY")[1])
         if uidvalidity is None:
             raise self._fail("select", f"{self.server.host} gave no UIDVALIDITY for {folder!r}")

@@ -199,7 +199,11 @@ def imap_login(ws: Workspace, account: Account) -> tuple[Login | None, Callable[
         else password_for(ws, account)
     )
     if not secret:
-        return None, lambda b: b
+        raise IMAPError(
+            f"login: {account.name!r} has no password to log in to its mailbox with; give it "
+            f"one, or an IMAP login (`sysmail-ops archive imap-login {account.name} --login ...`)",
+            step="login",
+        )
     return password_login(login, secret), password_masker(login, secret)
 
 
@@ -319,10 +323,19 @@ def _fetch_account(
             mask=mask,
         )
         with conn:
+            missing = []
             for folder in folders:
                 done = FolderResult(folder)
+                try:
+                    _fetch_folder(ws, account, conn, done, since, bundle, spooled)
+                except IMAPError as exc:
+                    if exc.step != "select" or conn.imap is None:
+                        raise
+                    missing.append(str(exc))  # a folder the server refused: the others go on
+                    continue
                 result.folders.append(done)
-                _fetch_folder(ws, account, conn, done, since, bundle, spooled)
+            if missing:
+                result.error = "; ".join(missing)
     except (IMAPError, InsecureAuthError) as exc:
         result.error = str(exc)
     finally:

@@ -331,3 +331,23 @@ def test_reply_to_mail_sent_without_archiving_is_linked_through_the_log(
     assert (row["related_type"], row["related_id"]) == ("survey", "june-nps")
     assert row["reply_to_id"] == mid and row["thread_id"] == mid
     assert [t["message_id"] for t in received.thread(ws, mid)] == ["<ma1@example.org>"]
+
+
+def test_a_missing_folder_is_its_own_error_and_the_others_go_on(
+    ws: Workspace, dovecot: Dovecot, mailbox: str
+) -> None:
+    bind_mailbox(ws, dovecot, mailbox)
+    dovecot.append(mailbox, [message(1)])
+    [res] = received.fetch(ws, folders=["No Such Folder", "INBOX"])
+    assert not res.ok and res.archived == 1
+    assert res.error is not None and "cannot open folder 'No Such Folder'" in res.error
+    assert [f.folder for f in res.folders] == ["INBOX"]
+
+
+def test_an_account_without_a_password_says_how_to_give_one(
+    ws: Workspace, dovecot: Dovecot, mailbox: str
+) -> None:
+    bind_mailbox(ws, dovecot, mailbox)
+    accounts.edit_account(ws, "service", clear_password=True)
+    [res] = received.fetch(ws)
+    assert res.error is not None and "archive imap-login service" in res.error
