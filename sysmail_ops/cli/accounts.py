@@ -326,8 +326,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         also = f" (the address looks like --provider {seen.name})" if seen else ""
         raise ValidationError(f"give --host, --provider P or --detect{also}")
     oauth_values = _oauth_values(args)
-    if preset is not None and args.auth == "oauth2" and not args.oauth_provider:
-        oauth_values["oauth_provider"] = preset.oauth_provider
+    if preset is not None and preset.auth == "oauth2":
+        # The preset's auth method: OAuth2 once its client is given (or asked for).
+        given = args.oauth_client_id or args.oauth_key_file or args.oauth_provider
+        if args.auth is None and given and not (args.password_stdin or args.password_env):
+            oauth_values["auth"] = args.auth = "oauth2"
+        if args.auth == "oauth2" and not args.oauth_provider:
+            oauth_values["oauth_provider"] = preset.oauth_provider
     password, ref = _read_password(args, prompt=args.auth not in ("oauth2", "none"))
     values = dict(preset.account_values()) if preset else {}
     values.update({k: v for k, v in _field_values(args).items() if v is not None})

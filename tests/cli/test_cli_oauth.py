@@ -16,6 +16,7 @@ from oauth_fixtures import APP_CLIENT, APP_SECRET, MAILBOX, PUBLIC_CLIENT, TENAN
 from oauth_server import OAuthTestServer
 
 from sysmail_ops.cli import main
+from sysmail_ops.config import accounts
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.mail.smtp import xoauth2_response
 from sysmail_ops.sending.batch import SendOptions, send
@@ -197,3 +198,19 @@ def test_switching_settings_drops_the_stored_tokens(
     assert code == 0, err
     code, out, _ = cli("accounts", "show", "app")
     assert "(none: no login)" in out
+
+
+def test_a_microsoft365_preset_with_a_client_id_means_oauth2(
+    cli: Cli, ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer
+) -> None:
+    preset = ["--address", "ops@corp.example", "--provider", "microsoft365"]
+    code, out, err = cli("accounts", "add", "m365", *preset, "--oauth-client-id", PUBLIC_CLIENT)
+    assert code == 0, err
+    a = accounts.get_account(ws, "m365")
+    assert (a.auth, a.oauth_provider, a.oauth_flow) == ("oauth2", "microsoft", "device")
+    assert a.smtp_host == "smtp.office365.com" and a.oauth_scopes is None
+    assert "next: `sysmail-ops accounts authorize m365`" in out
+    code, out, err = cli("accounts", "add", "gw", "--address", "ops@corp.example",
+                         "--provider", "google", "--auth", "oauth2", "--oauth-key-file",
+                         "/nonexistent")  # fmt: skip
+    assert code == 2 and "--oauth-key-file /nonexistent" in err
