@@ -67,6 +67,8 @@ class SendResult:
     messages: int = 0
     errors: list[str] = field(default_factory=list)
     preview_dir: str | None = None
+    # Messages refused for their size: delivery key (else its To) -> (size, limit), in bytes.
+    too_big: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in sorted(self.counts.items())] or ["nothing to send"]
@@ -143,6 +145,7 @@ class BatchSender:
         self.composer = Composer(self.account, self.template, budget, dkim_keys)
         self.max_bytes = self.account.max_message_bytes or accounts_mod.DEFAULT_MAX_MESSAGE_BYTES
         self.server_max: int | None = None  # the connected server's SIZE (RFC 1870), if any
+        self._limit = self.max_bytes  # the limit the last refused message was over
         self.compiled = self.composer.compiled
         self.use_case = use_case
         self.opt = options
@@ -333,6 +336,7 @@ class BatchSender:
         too_big = self._too_big(composed, dry_run=self.opt.dry_run)
         if too_big is not None:
             self.result.errors.append(f"{d.key or ', '.join(d.to)}: {too_big}")
+            self.result.too_big[d.key or ", ".join(d.to)] = (composed.size, self._limit)
             settle(pending, "failed", Outcome("failed", "size", None, too_big))
             return
         if self.opt.dry_run:
@@ -363,6 +367,7 @@ class BatchSender:
         limit = server if server and server < self.max_bytes else self.max_bytes
         if size <= limit:
             return None
+        self._limit = limit
         said = f"server SIZE {_mb(server)}" if server else "server states no SIZE"
         return (
             f"message is {_mb(size)} ({size:,} bytes), over the limit of {_mb(limit)} "

@@ -38,6 +38,7 @@ from sysmail_ops.mail.mime import Attachment
 from sysmail_ops.sending import batch as sending
 from sysmail_ops.sending import retry
 from sysmail_ops.store.database import utcnow
+from sysmail_ops.subscriptions import attachments as fitting
 from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
 from sysmail_ops.subscriptions.model import (
@@ -69,6 +70,7 @@ class GroupResult:
     error: str | None = None
     output_path: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    oversize: list[str] = field(default_factory=list)  # mails sent without big attachments
 
 
 @dataclass
@@ -296,6 +298,10 @@ def run_slot(
     failed = [g for g in result.groups if g.status == "failed"]
     if failed:
         result.owner_notified = _notify_owner(ws, s, slot, failed)
+    oversize = [line for g in result.groups for line in g.oversize]
+    if oversize:
+        told = _notify_owner_sizes(ws, s, slot, oversize)
+        result.owner_notified = result.owner_notified or told
     _finish_claim(ws, s.name, slot, me)
     return result
 
@@ -385,17 +391,20 @@ def _deliver_group(
     else:
         fields["row_count"] = output.row_count
         try:
+            deliveries = build_deliveries(s, slot, output, g.recipients)
             sent = sending.send_deliveries(
-                ws,
-                s.account,
-                s.template,
-                build_deliveries(s, slot, output, g.recipients),
-                use_case="report_subscription",
+                ws, s.account, s.template, deliveries, use_case="report_subscription"
             )
+            counts = dict(sent.counts)
+            if sent.too_big:  # over the size limit: again without the largest attachments
+                refit = fitting.resend_without_big_attachments(
+                    ws, s.account, s.template, deliveries, sent, use_case="report_subscription"
+                )
+                counts, g.oversize = dict(refit.counts), refit.owner_lines
         except SysmailError as exc:
             g.status, g.error = "failed", f"delivery: {exc}"
         else:
-            g.counts = dict(sent.counts)
+            g.counts = counts
             g.status = "succeeded"
     delivered = g.counts.get("sent", 0) + g.counts.get("skipped_duplicate", 0)
     _record_end(
@@ -441,6 +450,31 @@ def _notify_owner(
             use_case="system",
             related=("subscription", s.name),
             key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:failure-notice",
+        )
+    except SysmailError:
+        return False
+    return res.counts.get("sent", 0) > 0
+
+
+def _notify_owner_sizes(ws: Workspace, s: Subscription, slot: datetime, lines: list[str]) -> bool:
+    """Tell the owner which recipients got the report without attachments, with the sizes."""
+    tz = schedule.check_timezone(s.timezone)
+    record = {
+        "subscription": s.name,
+        "slot": schedule.local_label(slot, tz),
+        "error": "over the mail size limit:\n" + "\n".join(lines),
+        "output_path": "",
+    }
+    try:
+        res = sending.send(
+            ws,
+            s.account,
+            "subscription-failure",
+            to=s.owner,
+            record=record,
+            use_case="system",
+            related=("subscription", s.name),
+            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:size-notice",
         )
     except SysmailError:
         return False

@@ -332,20 +332,22 @@ class CompiledTemplate:
         is (a check that the record renders, not a message). ``sender`` is what
         ``{{ sender... }}`` shows (unless the record has a field of that name).
         """
-        parts = {"subject": record, "html": record, "text": record}
+        r_subject = r_html = r_text = record
         if sender is not None and self.uses_sender and SENDER not in record:
-            parts = {p: {**record, SENDER: sender.view(p)} for p in parts}
+            r_subject = {**record, SENDER: sender.view("subject")}
+            r_html = {**record, SENDER: sender.view("html")}
+            r_text = {**record, SENDER: sender.view("text")}
         meter = Meter(budget)
         previous = getattr(ACTIVE, "meter", None)
         ACTIVE.meter = meter  # what the sandbox's hooks count against (``metered``, inlined)
         try:
-            subject = self._run("subject", self._subject, parts["subject"], meter).strip()
+            subject = self._run("subject", self._subject, r_subject, meter).strip()
             if BAD_SUBJECT.search(subject):
                 raise TemplateError(
                     f"{self}: the rendered subject contains a line break (header injection refused)"
                 )
-            html = self._run("html", self._html, parts["html"], meter)
-            text = self._run("text", self._text, parts["text"], meter)
+            html = self._run("html", self._html, r_html, meter)
+            text = self._run("text", self._text, r_text, meter)
         finally:
             ACTIVE.meter = previous
         if inline and self._inline_after:
