@@ -24,12 +24,13 @@ logged, printed, or put in an exception or a repr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -270,7 +271,8 @@ def access_token(ws: Workspace, client: OAuthClient, *, force: bool = False) -> 
                 f"{client.account!r} is not authorized for OAuth2 yet: run "
                 f"`sysmail-ops accounts authorize {client.account}`"
             )
-        state = _refresh(client, state or {}, secret, key)
+        with _closing_sessions():
+            state = _refresh(client, state or {}, secret, key)
         _save(ws, client.account, state)
     assert state is not None
     return Token(
@@ -339,6 +341,21 @@ def _unreachable(client: OAuthClient, exc: BaseException) -> OAuthError:
 # --- HTTP: the account's trust (system store + its CA bundle), a timeout --------------------
 
 
+_opened = threading.local()  # the sessions of the token request under way, closed after it
+
+
+@contextlib.contextmanager
+def _closing_sessions() -> Iterator[None]:
+    outer = getattr(_opened, "sessions", None)
+    _opened.sessions = []
+    try:
+        yield
+    finally:
+        for s in _opened.sessions:
+            s.close()
+        _opened.sessions = outer
+
+
 def _session(client: OAuthClient, session: requests.Session | None = None) -> requests.Session:
     import requests
     from requests.adapters import HTTPAdapter
@@ -349,6 +366,8 @@ def _session(client: OAuthClient, session: requests.Session | None = None) -> re
             super().init_poolmanager(*args, **kwargs)
 
     s = session if session is not None else requests.Session()
+    if getattr(_opened, "sessions", None) is not None:
+        _opened.sessions.append(s)
     s.mount("https://", _Trust())
     s.request = functools.partial(s.request, timeout=HTTP_TIMEOUT)  # type: ignore[method-assign]
     return s
@@ -636,7 +655,12 @@ class _Redirect(BaseHTTPRequestHandler):
     """The loopback redirect's one request: keep its query, tell the browser it is done."""
 
     def do_GET(self) -> None:  # http.server's name
-        self.server.query = urllib.parse.urlsplit(self.path).query  # type: ignore[attr-defined]
+        query = urllib.parse.urlsplit(self.path).query
+        params = urllib.parse.parse_qs(query)
+        if "code" not in params and "error" not in params:  # /favicon.ico, a probe: not it
+            self.send_error(404)
+            return
+        self.server.query = query  # type: ignore[attr-defined]
         body = b"sysmail-ops: authorization received, you can close this window.\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -718,6 +742,27 @@ def authorize(
     sign-in URL). The app-only flows need no one: a first token proves the settings.
     """
     _, secret, key = _read(ws, client.account)
+    with _closing_sessions():
+        state, who = _authorize(client, say, open_browser, wait, secret, key)
+    _save(ws, client.account, state, authorized_as=who or client.login)
+    verdict = f"{client.account}: authorized ({client.provider}, {client.flow.replace('_', ' ')})"
+    if who and who.lower() != client.login.lower():
+        verdict += (
+            f"; signed in as {who}, but the system email logs in as {client.login}: "
+            "the mailbox must be the one signed in (or grant it send-as)"
+        )
+    return verdict
+
+
+def _authorize(
+    client: OAuthClient,
+    say: Callable[[str], None],
+    open_browser: bool,
+    wait: float,
+    secret: Secret | None,
+    key: Secret | None,
+) -> tuple[dict[str, Any], str]:
+    """The flow itself: (token state, who signed in)."""
     who = ""
     if client.flow == "device":
         if client.provider == "microsoft":
@@ -729,11 +774,4 @@ def authorize(
     else:
         state = _refresh(client, {}, secret, key)
         who = client.login
-    _save(ws, client.account, state, authorized_as=who or client.login)
-    verdict = f"{client.account}: authorized ({client.provider}, {client.flow.replace('_', ' ')})"
-    if who and who.lower() != client.login.lower():
-        verdict += (
-            f"; signed in as {who}, but the system email logs in as {client.login}: "
-            "the mailbox must be the one signed in (or grant it send-as)"
-        )
-    return verdict
+    return state, who

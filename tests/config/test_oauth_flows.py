@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -285,6 +287,12 @@ def test_installed_app_flow_with_pkce_then_refresh_by_google_auth(
     flow = Authorizing(ws, account, wait=30)
     url = flow.shown().split("sign in at: ", 1)[1]
     assert "code_challenge_method=S256" in url and "access_type=offline" in url
+    redirect = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["redirect_uri"][0]
+    assert redirect.startswith("http://127.0.0.1:")
+    with pytest.raises(urllib.error.HTTPError) as probe:  # a browser's favicon.ico: not it
+        urllib.request.urlopen(redirect + "favicon.ico", timeout=10)  # noqa: S310 - loopback
+    assert probe.value.code == 404
+    probe.value.close()
     assert "you can close this window" in browser(tls_ca_path)(url)
     assert flow.finish() == "o365: authorized (google, authorization code)"
     sent_once(ws, xoauth2_smtp, note)
