@@ -88,3 +88,15 @@ class ReportError(SysmailError):
 
 class ReadOnlyError(SysmailError):
     """A change or a send refused: this process is read-only (the console's --read-only)."""
+
+
+class BadRecordsError(ValidationError):
+    """Records of a batch cannot be sent (one line each in ``problems``); nothing was sent."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, bad: int = 0):
+        super().__init__(message, problems or [], bad)
+        self.problems: list[str] = problems or []
+        self.bad = bad  # records found bad (``problems`` may list fewer)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

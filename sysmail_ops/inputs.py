@@ -15,7 +15,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -224,9 +224,19 @@ def read_records(source: Any) -> Iterator[dict[str, Any]]:
     (``MAX_JSON_RECORDS_BYTES`` for ``.json``, which is parsed whole), JSON
     nested at most ``MAX_JSON_DEPTH`` deep; a CSV row has no more fields than
     its header. Anything else is a ValidationError naming the file and line.
+    CSV values are text (``None`` for a row's missing trailing fields); JSON
+    values keep their types.
     """
+    for _where, rec in read_numbered_records(source):
+        yield rec
+
+
+def read_numbered_records(source: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """``read_records`` with where each record is in its file: ``"line 7"`` (CSV, JSONL:
+    the line it starts on), ``"item 3"`` (a .json list), ``None`` (not from a file)."""
     if _is_frame(source):
-        yield from _frame_records(source)
+        for rec in _frame_records(source):
+            yield None, rec
         return
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -236,7 +246,7 @@ def read_records(source: Any) -> Iterator[dict[str, Any]]:
             if not isinstance(data, list):
                 raise ValidationError(f"{path.name} must hold a JSON list of objects")
             for n, item in enumerate(data, 1):
-                yield _json_object(item, f"{path.name} item {n}")
+                yield f"item {n}", _json_object(item, f"{path.name} item {n}")
             return
         if suffix not in (".csv", ".jsonl", ".ndjson"):
             raise ValidationError(f"records file must be .csv, .jsonl or .json: {path.name}")
@@ -247,10 +257,10 @@ def read_records(source: Any) -> Iterator[dict[str, Any]]:
             else:
                 for n, line in lines:
                     if line.strip():
-                        yield _json_object(line, f"{path.name} line {n}")
+                        yield f"line {n}", _json_object(line, f"{path.name} line {n}")
         return
     for rec in source:
-        yield dict(rec)
+        yield None, dict(rec)
 
 
 def _text_lines(fh: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
@@ -276,13 +286,19 @@ def _text_lines(fh: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
         raise ValidationError(f"cannot read records file {path}: {exc.strerror or exc}") from None
 
 
-def _csv_records(lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[str, Any]]:
+def _csv_records(
+    lines: Iterator[tuple[int, str]], name: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
     reader = csv.reader(line for _, line in lines)
     try:
         header = next(reader, None)
         if header is None:
             return
-        for row in reader:
+        while True:
+            start = reader.line_num + 1  # the line this row starts on
+            row = next(reader, None)
+            if row is None:
+                return
             if not row:  # a blank line, as csv.DictReader skips it
                 continue
             if len(row) > len(header):
@@ -290,7 +306,7 @@ def _csv_records(lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[s
                     f"{name} line {reader.line_num} has {len(row)} fields, its header {len(header)}"
                 )
             values: list[str | None] = [*row, *[None] * (len(header) - len(row))]
-            yield dict(zip(header, values, strict=True))
+            yield f"line {start}", dict(zip(header, values, strict=True))
     except csv.Error as exc:
         why = str(exc)
         if why.startswith("new-line character seen"):
@@ -325,3 +341,138 @@ def _json_object(item: Any, where: str) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise ValidationError(f"{where} is not a JSON object")
     return item
+
+
+# --- typed fields ----------------------------------------------------------------------------
+
+FIELD_TYPES = ("str", "int", "float", "decimal", "bool", "date", "datetime", "json")
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def parse_types(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Field types as ``{"amount": "float", "count": "int"}`` from ``amount=float,count=int``.
+
+    Types are ``FIELD_TYPES``; a spec that is not ``NAME=TYPE,...`` with known
+    types and each name once is a ValidationError.
+    """
+    if not spec:
+        return {}
+    if isinstance(spec, str):
+        pairs = []
+        for item in spec.split(","):
+            name, sep, kind = item.partition("=")
+            if not sep or not name.strip() or not kind.strip():
+                raise ValidationError(f"types take NAME=TYPE[,NAME=TYPE...], got {item.strip()!r}")
+            pairs.append((name.strip(), kind.strip()))
+    else:
+        pairs = list(spec.items())
+    types: dict[str, str] = {}
+    for name, kind in pairs:
+        if kind not in FIELD_TYPES:
+            raise ValidationError(
+                f"unknown type {kind!r} for {name!r}: choose one of {', '.join(FIELD_TYPES)}"
+            )
+        if name in types:
+            raise ValidationError(f"types name {name!r} twice")
+        types[name] = kind
+    return types
+
+
+def convert_fields(record: dict[str, Any], types: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Convert ``record``'s text values in place to ``types``; what did not convert.
+
+    Text is converted; a value that already has the type (a JSON number for
+    ``float``) is kept; an empty text or a missing value becomes ``None``.
+    Returns ``(field, reason)`` for each value that does not convert (left as it was).
+    """
+    problems: list[tuple[str, str]] = []
+    for name, kind in types.items():
+        if name not in record:
+            continue
+        try:
+            record[name] = _typed(record[name], kind)
+        except (ValueError, ArithmeticError, ValidationError) as exc:
+            problems.append((name, f"{_shown(record[name])} is not {_A[kind]}{_why(exc)}"))
+    return problems
+
+
+_A = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "decimal": "a decimal number",
+    "bool": "true or false",
+    "date": "a date (YYYY-MM-DD)",
+    "datetime": "a date and time (ISO 8601)",
+    "json": "JSON",
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _why(exc: Exception) -> str:
+    return f" ({exc})" if isinstance(exc, ValidationError) else ""
+
+
+def _typed(value: Any, kind: str) -> Any:
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        return _retyped(value, kind)
+    if kind == "str":
+        return value
+    text = value.strip()
+    if kind in ("int", "float", "decimal") and "_" in text:
+        raise ValueError(text)  # Python reads 1_000; a record means something else by it
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    if kind == "decimal":
+        dec = Decimal(text)
+        if not dec.is_finite():
+            raise ValueError(text)
+        return dec
+    if kind == "bool":
+        low = text.lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError(text)
+    if kind == "date":
+        return date.fromisoformat(text)
+    if kind == "datetime":
+        return datetime.fromisoformat(text)
+    return parse_json(text)  # json
+
+
+def _retyped(value: Any, kind: str) -> Any:
+    """A value that is not text (from JSON, a DataFrame): kept if it has the type."""
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if kind in ("str", "json"):
+        return str(value) if kind == "str" else value
+    if kind == "int" and number and value == int(value):
+        return int(value)
+    if kind == "float" and number:
+        return float(value)
+    if kind == "decimal" and number:
+        return Decimal(str(value))
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "datetime" and isinstance(value, datetime):
+        return value
+    if kind == "date" and isinstance(value, date):
+        return value.date() if isinstance(value, datetime) else value
+    raise ValueError(value)

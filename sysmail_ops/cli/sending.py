@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json, safe, safe_lines
-from sysmail_ops.errors import ValidationError
-from sysmail_ops.inputs import read_json
+from sysmail_ops.errors import BadRecordsError, ValidationError
+from sysmail_ops.inputs import FIELD_TYPES, read_json
 from sysmail_ops.mail.mime import Attachment
 from sysmail_ops.records import sendlog
 from sysmail_ops.sending import batch as sending
@@ -38,10 +39,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(s)
     s.set_defaults(handler=cmd_send)
 
-    b = sub.add_parser("send-batch", help="send a template to every record of a CSV/JSONL file")
+    b = sub.add_parser(
+        "send-batch",
+        help="send a template to every record of a CSV/JSONL file",
+        description="Send a template to every record of a CSV, JSONL or JSON file, one "
+        "message each. Every record is checked and rendered before the first message goes "
+        "out: if any record cannot be sent (no or a bad address, a missing field, a value "
+        "that is not of its --types type, a render error), nothing is sent, each bad "
+        "record is one line on stderr (record number, file line, field, reason) and the "
+        "exit status is 2. Otherwise the exit status is 0 when every message was sent, "
+        "and 1 when some failed or were deferred at the server (see `logs list`).",
+    )
     b.add_argument("account", help="system email name")
     b.add_argument("--template", required=True, help="object email template name")
     b.add_argument("--records", required=True, metavar="FILE", help=".csv, .jsonl or .json")
+    b.add_argument(
+        "--types",
+        metavar="NAME=TYPE,...",
+        help="read these columns as typed values, e.g. amount=float,count=int (types: "
+        f"{', '.join(FIELD_TYPES)}); CSV values are text otherwise, JSON keeps its types",
+    )
     b.add_argument("--to-column", default="email", help="column with the address (email)")
     b.add_argument("--key-column", help="column whose value makes each delivery key")
     b.add_argument("--key-prefix", default="", help="prefix for the delivery keys")
@@ -156,20 +173,33 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_send_batch(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    result = sending.send_batch(
-        ws,
-        args.account,
-        args.template,
-        args.records,
-        to_column=args.to_column,
-        key_column=args.key_column,
-        key_prefix=args.key_prefix,
-        use_case=args.use_case,
-        related_type=args.related_type,
-        related_column=args.related_column,
-        options=_options(args),
-        unsubscribe_links=args.unsubscribe_links,
-    )
+    try:
+        result = sending.send_batch(
+            ws,
+            args.account,
+            args.template,
+            args.records,
+            to_column=args.to_column,
+            key_column=args.key_column,
+            key_prefix=args.key_prefix,
+            use_case=args.use_case,
+            related_type=args.related_type,
+            related_column=args.related_column,
+            options=_options(args),
+            unsubscribe_links=args.unsubscribe_links,
+            types=args.types,
+        )
+    except BadRecordsError as exc:  # one line per bad record, then what it means
+        for line in exc.problems:
+            print(f"sysmail-ops: error: {safe(line)}", file=sys.stderr)
+        unlisted = exc.bad - len(exc.problems)
+        more = f" ({unlisted:,} not listed)" if unlisted > 0 else ""
+        print(
+            f"sysmail-ops: error: {exc.bad:,} bad record(s) in {safe(args.records)}{more}: "
+            "nothing was sent",
+            file=sys.stderr,
+        )
+        return 2
     return _report(args, result)
 
 

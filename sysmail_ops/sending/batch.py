@@ -15,19 +15,21 @@ Guarantees:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
 from typing import Any
 
-from sysmail_ops.config import accounts as accounts_mod
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import ValidationError
-from sysmail_ops.inputs import read_records
+from sysmail_ops.errors import BadRecordsError, ValidationError
+from sysmail_ops.inputs import convert_fields, parse_types, read_numbered_records
+from sysmail_ops.mail.addresses import check_address
 from sysmail_ops.mail.mime import Attachment, InlineImage
 from sysmail_ops.sending.delivery import Delivery, personal_unsubscribe
 from sysmail_ops.sending.engine import BatchSender, SendOptions, SendResult
 from sysmail_ops.sending.links import unsubscribe_url
-from sysmail_ops.sending.worker import AUTO_THRESHOLD
-from sysmail_ops.templates import catalog as templates
+from sysmail_ops.sending.spool import Spool
+from sysmail_ops.sending.worker import AUTO_THRESHOLD, ComposePool, auto_workers
 
 __all__ = [
     "Delivery",
@@ -132,6 +134,9 @@ def records_to_deliveries(
         yield Delivery([addr.strip()], rec, key=key, related=related)
 
 
+LISTED = 1000  # bad records listed one line each; past that they are counted
+
+
 def send_batch(
     ws: Workspace,
     account: str,
@@ -146,66 +151,138 @@ def send_batch(
     related_column: str | None = None,
     options: SendOptions | None = None,
     unsubscribe_links: bool = False,
+    types: str | Mapping[str, str] | None = None,
 ) -> SendResult:
     """Send ``template`` to every record (one message each) through ``account``.
 
-    Every record is checked first (address, key, the fields the template uses, and
-    that it renders within the render budget); any bad record stops the batch
-    before anything is sent or written. A file
-    is read twice, so memory does not grow with its length. With
-    ``unsubscribe_links`` each message gets its recipient's own unsubscribe
+    Every record is checked and built (rendered and composed, under the render
+    budget) before the first message goes out: its address, its key, its typed
+    fields (``types``, e.g. ``"amount=float,count=int"``: ``inputs.parse_types``;
+    CSV values are text otherwise, JSON values keep their types), the fields the
+    template uses, and the render itself. If any record is bad, nothing is sent
+    or written: ``BadRecordsError`` lists one line per bad record, such as
+    ``record 3 (line 4): amount: '12,5' is not a number``. Otherwise what the
+    check rendered is what is sent (``spool.Spool``): each record is rendered
+    once, and the records file is read once (an iterator of records will do).
+
+    With ``unsubscribe_links`` each message gets its recipient's own unsubscribe
     link (``links.unsubscribe_url``): in ``List-Unsubscribe`` and as the
     template field ``unsubscribe_url``.
     """
     opts = options or SendOptions()
+    field_types = parse_types(types)
     sender = BatchSender(ws, account, template, use_case=use_case, options=opts)
-    needed = sender.compiled.fields_used
+    needed = sorted(sender.compiled.fields_used)
     problems: list[str] = []
-    total = 0
+    bad = 0
+    typed_seen: set[str] = set()
+    labels: deque[str] = deque()  # the record label of each delivery handed to the builder
 
-    def deliveries() -> Iterator[Delivery]:
-        made = records_to_deliveries(
-            read_records(records),
-            to_column=to_column,
-            key_column=key_column,
-            key_prefix=key_prefix,
-            related_type=related_type,
-            related_column=related_column,
-        )
-        return map(_with_unsubscribe, made) if unsubscribe_links else made
+    def checked() -> Iterator[Delivery]:
+        """The deliveries of the records that pass the checks made before building."""
+        nonlocal bad
+        numbered = read_numbered_records(records)
+        for n, (where, rec) in enumerate(numbered, 1):
+            label = f"record {n} ({where})" if where else f"record {n}"
+            found: list[str] = []
+            if field_types:
+                typed_seen.update(f for f in field_types if f in rec)
+                found += [f"{f}: {why}" for f, why in convert_fields(rec, field_types)]
+            d = _delivery(rec, to_column, key_column, key_prefix, related_type, related_column)
+            if isinstance(d, str):
+                found.append(d)
+            elif unsubscribe_links:
+                _with_unsubscribe(ws, d)
+            fields = rec if isinstance(d, str) else d.record
+            found += [f"{f}: missing (the template uses it)" for f in needed if f not in fields]
+            if found:
+                bad += 1
+                if len(problems) < LISTED:
+                    problems.append(f"{label}: {'; '.join(found)}")
+                continue
+            assert not isinstance(d, str)
+            labels.append(label)
+            yield d
 
-    def _with_unsubscribe(d: Delivery) -> Delivery:
+    with Spool(ws.home) as spool:
         try:
-            d.unsubscribe_url = unsubscribe_url(ws, d.to[0])
-        except ValidationError:
-            return d  # a bad address: the checks below name the record
-        d.record = {**d.record, "unsubscribe_url": d.unsubscribe_url}
-        return d
+            deliveries = checked()
+            head = list(islice(deliveries, AUTO_THRESHOLD))
+            if len(head) == AUTO_THRESHOLD:  # a long batch: its compose workers start now
+                sender.start_workers(AUTO_THRESHOLD)
+            chunks = _chunked(chain(head, deliveries), opts.chunk)
+            workers = _check_workers(opts, len(head))
+            with ComposePool(sender.composer, workers, job="render") as pool:
+                for chunk, results, _following in pool.renderings(chunks):
+                    for d, (rendered, error) in zip(chunk, results, strict=True):
+                        label = labels.popleft()
+                        if error is not None:
+                            bad += 1
+                            if len(problems) < LISTED:
+                                problems.append(f"{label}: {error}")
+                        elif not bad:  # once one is bad nothing is sent: keep no more
+                            d.rendered = rendered
+                            spool.add(d)
+            unseen = [f for f in field_types if f not in typed_seen]
+            if unseen and spool.count + bad:
+                raise ValidationError(
+                    f"types name {', '.join(map(repr, unseen))}, which no record has"
+                )
+            if bad:
+                raise _bad_records(problems, bad)
+        except BaseException:
+            sender.stop_workers()
+            raise
+        return sender.run(iter(spool), total=spool.count)
 
-    if isinstance(records, Iterator):
-        raise ValidationError("send_batch needs records it can read twice (a list, a file)")
+
+def _bad_records(problems: list[str], bad: int) -> BadRecordsError:
+    shown = "; ".join(problems[:5])
+    more = f"; and {bad - 5:,} more" if bad > 5 else ""
+    return BadRecordsError(f"{shown}{more}: {bad:,} bad record(s), nothing was sent", problems, bad)
+
+
+def _delivery(
+    rec: dict[str, Any],
+    to_column: str,
+    key_column: str | None,
+    key_prefix: str,
+    related_type: str | None,
+    related_column: str | None,
+) -> Delivery | str:
+    """The record's delivery, or what is wrong with its address or key."""
+    addr = rec.get(to_column)
+    if not isinstance(addr, str) or not addr.strip():
+        return f"{to_column}: no address"
     try:
-        for total, d in enumerate(deliveries(), 1):
-            if total == AUTO_THRESHOLD:  # a long batch: its workers start while the rest is read
-                sender.start_workers(total)
-            try:
-                accounts_mod.check_address(d.to[0], f"record {total}: address")
-            except ValidationError as exc:
-                problems.append(str(exc))
-            missing = [f for f in needed if f not in d.record]
-            if missing:
-                problems.append(f"record {total}: missing field(s) {', '.join(sorted(missing))}")
-            else:  # a record that makes the template go over its render budget
-                try:
-                    sender.composer.check_budget(d.record)
-                except templates.RenderBudgetError as exc:
-                    problems.append(f"record {total}: {exc}")
-            if len(problems) >= 5:
-                break
-        if problems:
-            more = " (and maybe more)" if len(problems) >= 5 else ""
-            raise ValidationError("; ".join(problems) + more + "; nothing was sent")
-    except BaseException:
-        sender.stop_workers()
-        raise
-    return sender.run(deliveries(), total=total)
+        check_address(addr.strip(), to_column)
+    except ValidationError as exc:
+        return str(exc)
+    key = None
+    if key_column:
+        raw = rec.get(key_column)
+        if raw is None or str(raw) == "":
+            return f"{key_column}: no key"
+        key = f"{key_prefix}{raw}"
+    related = None
+    if related_type and related_column and rec.get(related_column) is not None:
+        related = (related_type, str(rec[related_column]))
+    return Delivery([addr.strip()], rec, key=key, related=related)
+
+
+def _with_unsubscribe(ws: Workspace, d: Delivery) -> None:
+    d.unsubscribe_url = unsubscribe_url(ws, d.to[0])
+    d.record = {**d.record, "unsubscribe_url": d.unsubscribe_url}
+
+
+def _check_workers(opts: SendOptions, head: int) -> int:
+    """Processes that render while the records are read and checked (as for sending)."""
+    if opts.workers is not None:
+        return opts.workers
+    return auto_workers(head)
+
+
+def _chunked(items: Iterable[Delivery], size: int) -> Iterator[list[Delivery]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk

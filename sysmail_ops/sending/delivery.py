@@ -38,6 +38,9 @@ class Delivery:
     # A personal unsubscribe link (``links.unsubscribe_url``): List-Unsubscribe with it and
     # the account's mailto; List-Unsubscribe-Post (RFC 8058 one-click) when it is https.
     unsubscribe_url: str | None = None
+    # The template already rendered for this record (``send_batch`` renders every record
+    # before it sends any): composing uses it rather than render again.
+    rendered: templates.Rendered | None = None
 
 
 def personal_unsubscribe(url: str, account: Account) -> dict[str, str]:
@@ -136,9 +139,13 @@ class Composer:
                 merged[k.lower()] = (k, v)
         return dict(merged.values())
 
+    def render(self, d: Delivery) -> templates.Rendered:
+        """The template rendered for one delivery's record; raises on bad input."""
+        return self.compiled.render(d.record, self.budget, sender=self.sender)
+
     def prepare(self, d: Delivery) -> tuple[Composed, str]:
         """Render and compose one delivery (message and subject); raises on bad input."""
-        rendered = self.compiled.render(d.record, self.budget, sender=self.sender)
+        rendered = d.rendered if d.rendered is not None else self.render(d)
         html, text = rendered.html, rendered.text
         if self.append_signature:
             signed_html, text = append_signature(html, text, self.sender)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
@@ -37,9 +37,12 @@ from typing import IO, Any
 from sysmail_ops.errors import SysmailError
 from sysmail_ops.mail.mime import Composed
 from sysmail_ops.sending.delivery import Composer, Delivery
+from sysmail_ops.templates.catalog import Rendered
 
 # What building one delivery gave: the message and its subject, or the error (bad input).
 Built = tuple[Composed | None, str, SysmailError | None]
+# What rendering one delivery gave (``send_batch``'s check): its parts, or the error.
+Rendering = tuple[Rendered | None, SysmailError | None]
 
 AUTO_THRESHOLD = 1000  # deliveries: below this a worker's start-up is not worth it
 
@@ -66,14 +69,25 @@ def build_one(composer: Composer, d: Delivery) -> Built:
     return composed, subject, None
 
 
+def render_one(composer: Composer, d: Delivery) -> Rendering:
+    try:
+        return composer.render(d), None
+    except SysmailError as exc:
+        return None, exc
+
+
+JOBS: dict[str, Callable[[Composer, Delivery], Any]] = {"build": build_one, "render": render_one}
+
+
 # -- the worker process ------------------------------------------------------------------
 #
 # The worker process (``main``) reads frames on stdin and answers each on stdout,
-# in order: first the pickled Composer (answered b"ready"), then pieces (lists of
-# deliveries, answered ("ok", their Built results) or ("here", None): the sender builds
-# that piece itself, see ``_answer``). A frame is an 8-byte big-endian length
-# and that many bytes. The worker ends when stdin does (its sender finished or died). Not
-# ``multiprocessing``: its spawn start re-runs the caller's main script in the child.
+# in order: first the pickled Composer (answered b"ready"), then pieces (a job name,
+# "build" or "render", and a list of deliveries, answered ("ok", their Built or Rendering
+# results) or ("here", None): the sender does that piece itself, see ``_answer``). A
+# frame is an 8-byte big-endian length and that many bytes. The worker ends when stdin
+# does (its sender finished or died). Not ``multiprocessing``: its spawn start re-runs
+# the caller's main script in the child.
 
 _HEAD = struct.Struct(">Q")
 
@@ -115,10 +129,11 @@ def _answer(composer: Composer, frame: bytes) -> bytes:
     served as usual.
     """
     try:
-        deliveries: list[Delivery] = pickle.loads(frame)  # noqa: S301 - from the parent
-        return pickle.dumps(
-            ("ok", [build_one(composer, d) for d in deliveries]), pickle.HIGHEST_PROTOCOL
-        )
+        job: str
+        deliveries: list[Delivery]
+        job, deliveries = pickle.loads(frame)  # noqa: S301 - from the parent
+        do = JOBS[job]
+        return pickle.dumps(("ok", [do(composer, d) for d in deliveries]), pickle.HIGHEST_PROTOCOL)
     except Exception:
         return _HERE
 
@@ -204,10 +219,22 @@ class _Piece:
 
 
 class ComposePool:
-    """Builds deliveries in order, in ``workers`` processes or (with 0) in this one."""
+    """Builds deliveries in order, in ``workers`` processes or (with 0) in this one.
 
-    def __init__(self, composer: Composer, workers: int = 0, *, piece: int = 50, ahead: int = 4):
+    With ``job="render"`` it only renders them (``Rendering`` results, ``renderings``).
+    """
+
+    def __init__(
+        self,
+        composer: Composer,
+        workers: int = 0,
+        *,
+        piece: int = 50,
+        ahead: int = 4,
+        job: str = "build",
+    ):
         self.composer = composer
+        self.job = job
         self.piece = piece
         self.ahead = ahead * max(workers, 1)
         self._queue: deque[_Piece] = deque()  # read, not yet taken, in input order
@@ -223,6 +250,19 @@ class ComposePool:
 
         Each chunk's results must be used up before the next chunk is asked for.
         """
+        assert self.job == "build"
+        return self._chunks(chunks)
+
+    def renderings(
+        self, chunks: Iterable[list[Delivery]]
+    ) -> Iterator[tuple[list[Delivery], Iterator[Rendering], list[Delivery] | None]]:
+        """As ``chunks``, for a pool made with ``job="render"``."""
+        assert self.job == "render"
+        return self._chunks(chunks)
+
+    def _chunks(
+        self, chunks: Iterable[list[Delivery]]
+    ) -> Iterator[tuple[list[Delivery], Iterator[Any], list[Delivery] | None]]:
         it = iter(chunks)
         current = next(it, None)
         if current is not None:
@@ -245,7 +285,7 @@ class ComposePool:
         for i in range(0, len(chunk), self.piece):
             self._queue.append(_Piece(chunk[i : i + self.piece]))
 
-    def _results(self, count: int) -> Iterator[Built]:
+    def _results(self, count: int) -> Iterator[Any]:
         while count > 0:
             self._hand_out()
             p = self._queue.popleft()
@@ -265,7 +305,7 @@ class ComposePool:
             if p.future is not None or p.here:
                 continue
             try:
-                payload = pickle.dumps(p.deliveries, pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps((self.job, p.deliveries), pickle.HIGHEST_PROTOCOL)
             except Exception:
                 p.here = True
                 continue
@@ -278,7 +318,7 @@ class ComposePool:
             self._turn += 1
             self._out += 1
 
-    def _take(self, p: _Piece) -> Iterator[Built]:
+    def _take(self, p: _Piece) -> Iterator[Any]:
         if p.future is not None:
             self._out -= 1
             try:
@@ -290,8 +330,9 @@ class ComposePool:
                     yield from built
                     return
         self.built_here += len(p.deliveries)
+        do = JOBS[self.job]
         for d in p.deliveries:
-            yield build_one(self.composer, d)
+            yield do(self.composer, d)
 
     def __enter__(self) -> ComposePool:
         return self

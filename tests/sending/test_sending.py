@@ -346,7 +346,8 @@ def test_batch_with_a_bad_record_sends_nothing(
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(ValidationError) as info:
         send_batch(ws, "service", "case-update", path, key_column="id", options=FAST)
-    assert "record 2" in str(info.value) and "record 3: missing field(s) case_id" in str(info.value)
+    assert "record 2 (line 2): email 'oops' is not valid" in str(info.value)
+    assert "record 3 (line 3): case_id: missing (the template uses it)" in str(info.value)
     assert smtp_server.messages == [] and log_rows(ws).empty
 
 
