@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -376,8 +377,10 @@ def _fetch_folder(
         _commit(ws, account, done, info.uidvalidity, after, [])  # remember UIDVALIDITY
         return
 
+    held = _Held(ws)
+
     def commit(last: int, items: list[_Item]) -> None:
-        _commit(ws, account, done, info.uidvalidity, last, items, bundle)
+        _commit(ws, account, done, info.uidvalidity, last, items, bundle, held)
         kept = {id(it.fetched.spooled.file) for it in items if it.fetched.spooled is not None}
         spooled[:] = [(p, h) for p, h in spooled if id(h) not in kept]
 
@@ -394,8 +397,11 @@ def _fetch_folder(
                     pending.result()
                 pending = pool.submit(commit, max(batch), items)
         finally:
-            if pending is not None:
-                pending.result()
+            try:
+                if pending is not None:
+                    pending.result()
+            finally:
+                held.close()
 
 
 def _batches(sizes: list[tuple[int, int]]) -> Iterator[list[int]]:
@@ -431,6 +437,48 @@ def _read(f: Fetched, account: str) -> _Item:
     return _Item(f, parsed, archive_id(key, "received", account))
 
 
+HOLD_SECONDS = 1.0
+
+
+class _Held:
+    """A store connection kept across consecutive batch commits, for at most HOLD_SECONDS.
+
+    Opening the store costs ~30-100 ms here, as much as the batch's own work; a
+    fetch's commits share one connection for a second at a time, then let go so
+    a notebook or a send waiting for the store gets its turn (each batch is still
+    its own transaction: committed, with its last UID, before the next).
+    """
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._cm: contextlib.AbstractContextManager[duckdb.DuckDBPyConnection] | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._con is not None and time.monotonic() - self._since > HOLD_SECONDS:
+            self.close()
+        if self._con is None:
+            self._cm = self.ws.store.connect()
+            self._con = self._cm.__enter__()
+            self._since = time.monotonic()
+        con = self._con
+        con.begin()
+        try:
+            yield con
+        except BaseException:
+            con.rollback()
+            self.close()
+            raise
+        con.commit()
+
+    def close(self) -> None:
+        cm, self._cm, self._con = self._cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+
 def _commit(
     ws: Workspace,
     account: Account,
@@ -439,10 +487,11 @@ def _commit(
     last_uid: int,
     items: list[_Item],
     bundle: Bundle | None = None,
+    held: _Held | None = None,
 ) -> None:
     """One batch: raw files, rows, threads, bounces and the folder's last UID, together."""
     now = utcnow()
-    with ws.store.transaction() as con:
+    with held.transaction() if held is not None else ws.store.transaction() as con:
         ids = [it.aid for it in items]
         existing = (
             {
