@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python bench/bench_send.py
 	$(BIN)/python bench/bench_subscriptions.py
 	$(BIN)/python bench/bench_cli.py
+	$(BIN)/python bench/bench_analytics.py
 
 ## system-deps: the Debian packages the tests need (run as root)
 system-deps:

@@ -261,14 +261,15 @@ class LogExplorer(w.VBox):
 
     def _on_prev(self, _: Any = None) -> None:
         self.page_no = max(1, self.page_no - 1)
-        self._load()
+        self._load(recount=False)
 
     def _on_next(self, _: Any = None) -> None:
         self.page_no += 1
-        self._load()
+        self._load(recount=False)
 
-    def _load(self) -> None:
-        page = explore.log_page(self.ws, self.filter, self.page_no, self.page_size)
+    def _load(self, recount: bool = True) -> None:
+        known = None if recount or self.page is None else self.page.total
+        page = explore.log_page(self.ws, self.filter, self.page_no, self.page_size, total=known)
         if page.total and not len(page.rows) and self.page_no > page.pages:
             self.page_no = page.pages
             page = explore.log_page(self.ws, self.filter, self.page_no, self.page_size)

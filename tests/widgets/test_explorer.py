@@ -46,6 +46,8 @@ def test_pages_are_counted_and_distinct(log: Workspace) -> None:
     assert list(three.rows["id"]) == [3, 2, 1]
     assert three.describe() == "rows 9-11 of 11 (page 3 of 3)"
     assert explore.log_page(log, None, 4, 4).rows.empty
+    again = explore.log_page(log, None, 2, 4, total=one.total)  # paging on: not counted again
+    assert list(again.rows["id"]) == [7, 6, 5, 4] and again.total == 11
 
 
 @pytest.mark.parametrize(
