@@ -13,12 +13,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="the audit trail: every change to system emails, templates, subscriptions, "
-        "rules, campaigns, roles and settings (newest first; never a secret's value)",
+        "rules, campaigns, roles, settings and the console password (newest first; never a "
+        "secret's value)",
     )
     p.add_argument("--since", help="30m, 24h, 7d or an ISO date (UTC), e.g. 2026-11-30")
     p.add_argument(
         "--kind",
-        choices=("account", "template", "subscription", "rule", "campaign", "role", "setting"),
+        choices=(
+            "account",
+            "template",
+            "subscription",
+            "rule",
+            "campaign",
+            "role",
+            "setting",
+            "console",
+        ),
         help="only changes to this kind of object",
     )
     p.add_argument("--name", help="only changes to the object of this name")
