@@ -152,6 +152,13 @@ def _fields(p: argparse.ArgumentParser, *, required: bool) -> None:
         help="send nothing when the report's row count is 0",
     )
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per notebook run (600)")
+    p.add_argument(
+        "--locale",
+        metavar="LOCALE",
+        help="how the reports write numbers and dates: en, de, zh, en_GB... (default en)"
+        if required
+        else "how the reports write numbers and dates: en, de, zh, en_GB...",
+    )
     p.add_argument("--description", help="optional description")
 
 
@@ -224,6 +231,7 @@ def _values(args: argparse.Namespace) -> dict[str, Any]:
         "skip_if_empty": None if args.skip_if_empty is None else args.skip_if_empty == "on",
         "timeout": args.timeout,
         "description": args.description,
+        "locale": args.locale,
     }
 
 
@@ -303,6 +311,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("system email", s.account),
             ("template", s.template),
             ("formats", ", ".join(s.formats)),
+            ("locale", s.locale),
             ("tables", "all" if s.tables is None else ", ".join(s.tables)),
             ("skip if empty", s.skip_if_empty),
             ("owner", s.owner),

@@ -3,7 +3,8 @@
 A subscription names a report notebook (``reports/``), its parameters, its
 recipients (each may override parameters, e.g. its own region), a cron
 schedule in an IANA timezone, the system email and ``report`` template that
-mail it, the delivery formats, skip-if-empty and an owner who hears about
+mail it, the delivery formats, skip-if-empty, the locale its reports write
+numbers and dates in (``en``, ``de``, ``zh``...) and an owner who hears about
 failures. Everything is checked when it is saved, so a schedule never finds
 a broken subscription at 08:00 on Monday. Running them is
 ``subscription_runs``.
@@ -24,6 +25,7 @@ from sysmail_ops.errors import NotFoundError, ValidationError
 from sysmail_ops.store import audit
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.store.named import check_name, insert_named, update_named
+from sysmail_ops.subscriptions import formats as report_formats
 from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
 from sysmail_ops.templates import catalog as templates
@@ -36,6 +38,7 @@ FORMAT_HELP = {
     "xlsx": "each named table as an XLSX attachment",
 }
 DEFAULT_TEMPLATE = "report-mail"
+DEFAULT_LOCALE = "en"
 _PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_PARAMETERS = ("home",)  # the runner passes the workspace itself
 
@@ -64,6 +67,7 @@ class Subscription:
     skip_if_empty: bool = False
     enabled: bool = True
     timeout: float = 600.0  # seconds per notebook execution
+    locale: str = DEFAULT_LOCALE  # how its reports write numbers and dates (en, de, zh...)
     description: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -83,6 +87,11 @@ class Subscription:
             if address and r.address.lower() == address.lower():
                 return {**self.parameters, **r.parameters}
         return dict(self.parameters)
+
+    def report_defaults(self) -> dict[str, Any]:
+        """What the runner gives a report that declares ``locale`` / ``timezone`` parameters
+        (and the subscription or recipient did not set)."""
+        return {"locale": self.locale, "timezone": self.timezone}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -183,6 +192,7 @@ def _validate(ws: Workspace, s: Subscription) -> Subscription:
     return replace(
         s,
         name=name,
+        locale=report_formats.check_locale(s.locale),
         notebook=str(notebook),
         parameters=params,
         recipients=recipients,
@@ -256,6 +266,7 @@ def add_subscription(
     enabled: bool = True,
     timeout: float = 600.0,
     description: str | None = None,
+    locale: str = DEFAULT_LOCALE,
 ) -> Subscription:
     """Save a new subscription after checking everything it names."""
     now = utcnow()
@@ -277,6 +288,7 @@ def add_subscription(
             enabled=enabled,
             timeout=timeout,
             description=description,
+            locale=locale,
             created_at=now,
             updated_at=now,
         ),

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -262,11 +262,14 @@ def execute_report(
     timeout: float | None = None,
     kernel_name: str | None = None,
     start_timeout: float = 60,
+    defaults: Mapping[str, Any] | None = None,
 ) -> ReportRun:
     """Run a report notebook into ``run_dir`` and render it; never raises for a failing report.
 
     ``home`` (the workspace) is passed as the ``home`` parameter when the
     notebook declares one, overriding any ``home`` in ``parameters``.
+    ``defaults`` are values for the parameters the notebook declares and
+    ``parameters`` does not set (a subscription's ``locale`` and ``timezone``).
     ``timeout`` bounds the run's execution, all cells together (the kernel
     start-up is bounded by ``start_timeout``).
     The kernel is ``kernel_name``, by default ``python3`` checked to run this
@@ -281,6 +284,9 @@ def execute_report(
         declared = report_parameters(path)
         if "home" in declared:
             params["home"] = str(home)
+        for key, value in (defaults or {}).items():
+            if key in declared and key not in params:
+                params[key] = value
         check_parameters(path, params)
         kernel = kernel_name or DEFAULT_KERNEL
         if kernel_name is None and not _same_environment(kernel_python(kernel), sys.executable):

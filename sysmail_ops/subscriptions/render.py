@@ -12,7 +12,17 @@ The HTML is what a mail client can show in a message body:
   (``compose.InlineImage``), never ``data:`` URIs, which Gmail and Outlook
   do not show; scripts are dropped (no mail client runs them);
 - ``reportkit`` outputs are read back (summary, row count, tables) and
-  dropped from the HTML when they are not meant to be seen.
+  dropped from the HTML when they are not meant to be seen;
+- the layout is for a single mail column (at most 640 px) on a phone as on a
+  desktop: tables scroll sideways in their own box (``div.table-wrap``) so
+  they never widen the page, images shrink to the column and carry a
+  ``width`` (their size at 1x: charts are drawn at 2x) and alt text, and no
+  colour pair depends on the client's background (dark mode).
+
+``ReportOutput.text`` is the report for the mail's plain-text part, built
+from the notebook rather than from the HTML: markdown as written, tables
+as aligned text (numbers right-aligned, from ``reportkit``), charts as
+their alt text.
 
 The run folder keeps ``report.html`` (a standalone page whose images are the
 ``chart-N.png`` files next to it) and the images.
@@ -26,6 +36,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,22 +49,31 @@ from sysmail_ops.subscriptions.kit import MIME
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReportOutput", "render_report"]
+__all__ = ["ReportOutput", "page_head", "render_report"]
 
 CSS = """
-.report { font-family: Arial, Helvetica, sans-serif; font-size: 14px; color: #222222; }
-h1 { font-size: 20px; margin: 16px 0 8px; }
-h2 { font-size: 16px; margin: 16px 0 6px; }
-h3 { font-size: 14px; margin: 12px 0 4px; }
-p { margin: 6px 0; }
-table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
-th { background: #f2f2f2; text-align: left; padding: 4px 8px; border-bottom: 1px solid #cccccc; }
-td { padding: 3px 8px; border-bottom: 1px solid #eeeeee; }
-pre { font-family: Consolas, monospace; font-size: 12px; white-space: pre-wrap; margin: 4px 0; }
-img { max-width: 100%; height: auto; }
-p.more { font-size: 12px; color: #666666; }
+.report { font-family: Arial, Helvetica, sans-serif; font-size: 15px; line-height: 1.45;
+  color: #1f2933; overflow-wrap: break-word; }
+h1 { font-size: 21px; line-height: 1.25; margin: 8px 0 8px; color: #111827; }
+h2 { font-size: 17px; line-height: 1.3; margin: 22px 0 6px; color: #111827; }
+h3 { font-size: 15px; margin: 14px 0 4px; color: #111827; }
+p { margin: 6px 0 10px; }
+code { font-family: Consolas, Menlo, monospace; font-size: 13px; }
+div.table-wrap { overflow-x: auto; max-width: 100%; margin: 4px 0 14px; }
+table { border-collapse: collapse; font-size: 13px; line-height: 1.35; }
+th { text-align: left; vertical-align: bottom; padding: 6px 6px; font-weight: bold;
+  color: #374151; border-bottom: 2px solid #9aa3af; }
+td { text-align: left; vertical-align: top; padding: 5px 6px; border-bottom: 1px solid #d9dde3; }
+th.num, td.num { text-align: right; white-space: nowrap; padding-left: 12px; }
+th.nw, td.nw { white-space: nowrap; }
+td.wrap { min-width: 180px; }
+pre { font-family: Consolas, Menlo, monospace; font-size: 12px; white-space: pre-wrap;
+  margin: 4px 0; }
+img { display: block; max-width: 100%; height: auto; border: 0; margin: 6px 0 8px; }
+p.more, p.empty { font-size: 13px; color: #4b5563; }
 """
 _IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif"}
+_TEXT_KEY = "sysmail-ops/text"  # an output's plain-text rendering, from its reportkit payload
 _DROP_TYPES = ("image/svg+xml", "application/javascript", "text/latex")
 
 
@@ -62,6 +82,7 @@ class ReportOutput:
     """What a report run gives the mail: HTML body part, its images, tables, row count, summary."""
 
     html: str = field(repr=False)  # a fragment, CSS inlined, images as cid: references
+    text: str = field(default="", repr=False)  # the report as plain text (tables aligned)
     images: list[InlineImage] = field(default_factory=list, repr=False)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     row_count: int | None = None
@@ -106,6 +127,8 @@ def _collect(nb: Any, out: ReportOutput) -> None:
             elif kind == "table":
                 out.tables[str(payload["name"])] = _read_table(payload["name"], payload["data"])
             if payload.get("visible", True):
+                if payload.get("text"):
+                    o.setdefault("metadata", {})[_TEXT_KEY] = str(payload["text"])
                 kept.append(o)
         cell.outputs = kept
 
@@ -141,10 +164,69 @@ def _to_cid(nb: Any, out: ReportOutput) -> list[tuple[str, bytes]]:
             if found is None:
                 continue
             cid = _add_image(out, files, base64.b64decode(data[found]), _IMAGE_TYPES[found])
-            alt = html.escape(str(data.get("text/plain", "chart")).strip("<>"), quote=True)
-            o["data"] = {"text/html": f'<p><img src="cid:{cid}" alt="{alt}"></p>'}
+            alt = html.escape(_alt(data), quote=True)
+            shown = o.get("metadata", {}).get(found, {}).get("width")
+            size = f' width="{int(shown)}"' if isinstance(shown, int | float) and shown > 0 else ""
+            o["data"] = {"text/html": f'<img src="cid:{cid}" alt="{alt}"{size}>'}
             o["metadata"] = {}
     return files
+
+
+def _alt(data: Mapping[str, Any]) -> str:
+    """An image output's alt text: its ``text/plain`` (``<alt>`` from reportkit), else "chart"."""
+    text = " ".join(str(data.get("text/plain", "")).split()).strip("<>")
+    if not text or text.startswith(("Figure size", "<Figure", "<IPython")):
+        return "chart"
+    return text
+
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)[^)]*\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|`)")
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+
+
+def _markdown_text(source: str) -> str:
+    """Markdown for a plain-text part: headings underlined, no emphasis marks, links spelt out."""
+    lines = []
+    for line in source.splitlines():
+        line = _MD_IMAGE.sub(lambda m: f"[{m.group(1) or 'image'}]", line)
+        line = _MD_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", line)
+        line = _MD_EMPHASIS.sub("", line).rstrip()
+        line = line[:-1].rstrip() if line.endswith("\\") else line  # markdown's hard break
+        heading = _MD_HEADING.match(line)
+        if heading:
+            title = heading.group(2).strip()
+            lines += [title, ("=" if len(heading.group(1)) == 1 else "-") * len(title)]
+        else:
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _text(nb: Any) -> str:
+    """The visible report as plain text, block by block, in the notebook's order."""
+    from sysmail_ops.templates.render import html_to_text
+
+    blocks: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            blocks.append(_markdown_text(cell.source))
+            continue
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            if _TEXT_KEY in o.get("metadata", {}):
+                blocks.append(o["metadata"][_TEXT_KEY])
+            elif o.get("output_type") == "stream":
+                blocks.append(str(o.get("text", "")).rstrip())
+            elif any(m in data for m in _IMAGE_TYPES):
+                blocks.append(f"[{_alt(data)}]")
+            elif "text/markdown" in data:
+                blocks.append(_markdown_text(str(data["text/markdown"])))
+            elif "text/html" in data:
+                blocks.append(html_to_text(_SCRIPT.sub("", str(data["text/html"]))).strip())
+            elif "text/plain" in data:
+                blocks.append(str(data["text/plain"]).rstrip())
+    return "\n\n".join(b for b in blocks if b.strip())
 
 
 def _visible_cells(nb: Any) -> None:
@@ -209,6 +291,17 @@ def _export(nb: Any) -> str:
     return _ANCHOR.sub("", str(body)).strip()
 
 
+def page_head(title: str) -> str:
+    """The start of a standalone report page (``report.html``): one column, phone-friendly."""
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title></head>"
+        '<body style="margin:0;background-color:#ffffff;">'
+        '<div style="max-width:640px;margin:0 auto;padding:12px 16px;">'
+    )
+
+
 def render_report(
     executed_notebook: str | Path, run_dir: str | Path, *, title: str | None = None
 ) -> ReportOutput:
@@ -224,8 +317,9 @@ def render_report(
     nb = copy.deepcopy(nb)
     out = ReportOutput(html="")
     _collect(nb, out)
-    files = _to_cid(nb, out)
     _visible_cells(nb)
+    out.text = _text(nb)
+    files = _to_cid(nb, out)
     body = _data_uris_to_cid(_SCRIPT.sub("", _export(nb)), out, files)
     fragment = f'<div class="report">\n{body}\n</div>'
     out.html = css_inline.inline_fragment(fragment, CSS)
@@ -240,9 +334,6 @@ def render_report(
     out.html_path = folder / "report.html"
     private.write_file(
         out.html_path,
-        (
-            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
-            f"<body>\n{page}\n</body></html>\n"
-        ).encode(),
+        (f"{page_head(title)}\n{page}\n</div></body></html>\n").encode(),
     )
     return out

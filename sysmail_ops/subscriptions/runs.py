@@ -48,13 +48,14 @@ from sysmail_ops.subscriptions.model import (
     list_subscriptions,
 )
 from sysmail_ops.subscriptions.notebooks import ReportOutput, ReportRun
-from sysmail_ops.templates.catalog import html_to_text
+from sysmail_ops.subscriptions.render import page_head
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped_empty")
 KEY_PREFIX = "subscription:"  # every delivery key of a subscription starts so
+HTML_ATTACHMENT_NOTE = "The report is also attached as report.html, to open in a browser."
 FOREIGN_CLAIM_LEASE = timedelta(hours=12)  # a claim from another host is stale after this
 _HOST = socket.gethostname()
 
@@ -288,6 +289,7 @@ def run_slot(
                 g.parameters,
                 home=ws.home,
                 timeout=s.timeout,
+                defaults=s.report_defaults(),
             )
             for g in result.groups
         ]
@@ -319,7 +321,9 @@ def report_record(
         "slot": schedule.local_label(slot, tz),
         "summary": output.summary or "",
         "report_html": Markup(output.html) if html_body else Markup(""),  # noqa: S704 - ours
-        "report_text": html_to_text(output.html) if html_body else "",
+        "report_text": output.text if html_body else "",
+        "html_attachment_note": HTML_ATTACHMENT_NOTE if "html_attachment" in s.formats else "",
+        "lang": s.locale.split("_")[0],
         "recipient": recipient,
         "parameters": s.parameters_for(recipient),
         "row_count": output.row_count,
@@ -346,10 +350,7 @@ def standalone_html(output: ReportOutput) -> bytes:
     for img in output.images:
         uri = f"data:image/{img.subtype};base64,{base64.b64encode(img.data).decode()}"
         html = html.replace(f'"cid:{img.cid}"', f'"{uri}"')
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Report</title></head>'
-        f"<body>\n{html}\n</body></html>\n"
-    )
+    page = f"{page_head('Report')}\n{html}\n</div></body></html>\n"
     return page.encode()
 
 
@@ -525,7 +526,9 @@ def list_runs(ws: Workspace, name: str | None = None, *, limit: int = 50) -> pd.
 
 def _run_once(ws: Workspace, s: Subscription, params: dict[str, Any], kind: str) -> ReportRun:
     folder = ws.runs_dir / s.name / f"{kind}-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    run = reports.execute_report(s.notebook, folder, params, home=ws.home, timeout=s.timeout)
+    run = reports.execute_report(
+        s.notebook, folder, params, home=ws.home, timeout=s.timeout, defaults=s.report_defaults()
+    )
     if not run.ok or run.output is None:
         raise ValidationError(
             f"the report failed: {run.error} (notebook kept at {run.output_notebook})"

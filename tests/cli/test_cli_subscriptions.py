@@ -56,6 +56,9 @@ def test_add_list_show_edit_pause_resume(run, added: Path) -> None:  # type: ign
     assert data["recipients"][3] == {"address": "mo@example.com", "parameters": {}}
     code, out, _ = run("subscriptions", "edit", "rows", "--schedule", "0 9 * * *")
     assert code == 0 and "'0 9 * * *'" in out
+    assert data["locale"] == "en"  # the default
+    assert run("subscriptions", "edit", "rows", "--locale", "de-CH")[0] == 0
+    assert "locale:        de_CH" in run("subscriptions", "show", "rows")[1]
     assert run("subscriptions", "pause", "rows")[0] == 0
     assert "paused" in run("subscriptions", "list")[1]
     code, out, _ = run("subscriptions", "resume", "rows")
@@ -70,6 +73,7 @@ def test_add_list_show_edit_pause_resume(run, added: Path) -> None:  # type: ign
         (["-p", "nope=1"], "nope"),
         (["--recipient", "not-an-address"], "recipient"),
         (["--format", "pdf"], "unknown delivery format"),
+        (["--locale", "klingon"], "unknown locale 'klingon'"),
     ],
 )
 def test_bad_edits_exit_2_and_change_nothing(

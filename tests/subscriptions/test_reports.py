@@ -120,11 +120,11 @@ def test_resolve_notebook_refuses(given: str, message: str) -> None:
 
 def test_inspect_sees_the_parameters_of_the_bundled_reports() -> None:
     delivery = reports.report_parameters("delivery_report")
-    assert list(delivery) == ["home", "days", "since", "until", "account"]
+    assert list(delivery) == ["home", "days", "since", "until", "account", "locale", "timezone"]
     assert delivery["days"]["default"] == "7"
     assert delivery["home"]["default"] == "None"
     pipeline = reports.report_parameters("sales_pipeline")
-    assert list(pipeline) == ["home", "region", "owner", "data"]
+    assert list(pipeline) == ["home", "region", "owner", "data", "locale", "timezone"]
     assert pipeline["region"]["default"] == '"EMEA"'
     assert "EMEA, Americas or APAC" in pipeline["region"]["help"]
 
@@ -157,7 +157,7 @@ def test_check_parameters_names_the_unknown_ones() -> None:
         reports.check_parameters("sales_pipeline", {"regoin": "APAC", "zone": 1, "owner": None})
     assert str(err.value) == (
         "report sales_pipeline has no parameters regoin, zone"
-        " (its parameters: home, region, owner, data)"
+        " (its parameters: home, region, owner, data, locale, timezone)"
     )
     with pytest.raises(ValidationError, match="has no parameter days "):
         reports.check_parameters("sales_pipeline", {"days": 3})
@@ -239,6 +239,16 @@ def test_delivery_report_content_and_mail(
     assert "no such user" in failure["example_reply"]
     assert "nobody@example.com" in out.html and "550" in out.html
     assert len(out.html.encode()) < 15_000  # compact: the lab template gives ~280 KB
+    # Formatted for people: percentages, words for headers, no microseconds.
+    assert "75%" in out.html and "Delivery rate" in out.html and "delivery_rate" not in out.html
+    assert "Server reply" in out.html and "SMTP code" in out.html
+    assert not re.search(r"\d\d:\d\d:\d\d", out.html)
+    # The text part: the tables as aligned text, numbers right-aligned; the summary not repeated.
+    assert out.summary not in out.text
+    lines = out.text.splitlines()
+    header = next(line for line in lines if line.startswith("Account"))
+    service = next(line for line in lines if line.startswith("service "))
+    assert header.index("Delivery rate") + len("Delivery rate") == service.index("75%") + 3
 
     # Mail it the way a subscription does, and open what the server received.
     record = {
@@ -247,7 +257,7 @@ def test_delivery_report_content_and_mail(
         "slot": "Mon 08:00",
         "summary": out.summary,
         "report_html": Markup(out.html),  # noqa: S704 - rendered by us
-        "report_text": templates.html_to_text(out.html),
+        "report_text": out.text,
     }
     result = sending.send(
         ws,
@@ -392,3 +402,32 @@ def test_interpreters_of_one_environment_are_the_same_kernel() -> None:
 
     assert _same_environment("/srv/app/.venv/bin/python", "/srv/app/.venv/bin/python3")
     assert not _same_environment("/srv/app/.venv/bin/python", "/usr/bin/python3")
+
+
+def test_the_runner_passes_locale_and_timezone_to_reports_that_declare_them(
+    tmp_path: Path,
+) -> None:
+    """A subscription's locale and timezone reach the kernel as defaults; explicit
+    parameters (a recipient's own) win; a report that does not declare them is left alone."""
+    defaults = {"locale": "de", "timezone": "Europe/Berlin"}
+    run = reports.execute_report(
+        "sales_pipeline", tmp_path / "de", {}, home=tmp_path / "ws", defaults=defaults
+    )
+    assert_mailable(run)
+    assert run.output is not None
+    assert run.parameters["locale"] == "de" and run.parameters["timezone"] == "Europe/Berlin"
+    page = run.output.html.replace("&nbsp;", "\xa0")
+    assert "1.111.000\xa0EUR" in page and "EUR\xa01,111,000" not in page
+    assert run.output.summary and "2.158.000 EUR" in run.output.summary.replace("\xa0", " ")
+    assert "1.111.000 EUR" in run.output.text
+    mine = reports.execute_report(
+        "sales_pipeline", tmp_path / "en", {"locale": "en"}, home=tmp_path / "ws",
+        defaults=defaults,
+    )  # fmt: skip
+    assert mine.ok and mine.output is not None
+    assert mine.parameters["locale"] == "en"
+    assert "EUR\xa01,111,000" in mine.output.html.replace("&nbsp;", "\xa0")
+    plain = notebook(tmp_path, "plain", params="home = None")
+    other = reports.execute_report(plain, tmp_path / "plain", {}, home=tmp_path / "ws",
+                                   defaults=defaults)  # fmt: skip
+    assert other.parameters == {"home": str(tmp_path / "ws")}
