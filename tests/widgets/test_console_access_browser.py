@@ -213,9 +213,7 @@ def test_read_only_console_serves_no_changing_page_and_its_kernels_know(
     )
     with running_console(ws, tmp_path, "--read-only") as console:
         assert "read-only" in console.log.read_text()
-        assert console.printed_url.endswith("/voila/render/04_sending_log.ipynb") or (
-            "/voila/render/0" in console.printed_url
-        )
+        assert console.printed_url.endswith("/voila/render/04_sending_log_and_analytics.ipynb")
         for name in (
             "01_email_management.ipynb",
             "02_object_templates.ipynb",
@@ -225,6 +223,13 @@ def test_read_only_console_serves_no_changing_page_and_its_kernels_know(
         status, _, listing = console.request("GET", "/voila/api/contents/")
         assert status == 200 and "06_audit.ipynb" in listing
         assert "01_email_management" not in listing
+        # the viewing pages run whole in a read-only kernel: reading refuses nothing
+        for name in ("04_sending_log_and_analytics.ipynb", "05_archive.ipynb"):
+            assert name in listing
+            status, _, rendered = console.request("GET", f"/voila/render/{name}")
+            assert status == 200 and "ReadOnlyError" not in rendered, name
+            assert "error when executing cell" not in rendered, name  # Voila's hidden traceback
+            assert "this console is read-only" not in rendered, name  # no refusal line
 
         page.goto(f"{console.base}/voila/render/06_audit.ipynb", timeout=120_000)
         page.wait_for_selector("text=Read-only console", timeout=120_000)
