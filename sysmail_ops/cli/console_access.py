@@ -62,7 +62,7 @@ __all__ = [
 
 # Pages a --read-only console serves: they show, never change. Any other page,
 # including one added later and not listed here, is left out of a read-only console.
-READ_ONLY_PAGES = ("04_*.ipynb", "05_*.ipynb", "06_audit.ipynb", "sending_log.ipynb")
+READ_ONLY_PAGES = ("04_*.ipynb", "05_*.ipynb", "06_audit.ipynb")
 # Pages with forms that change settings or send mail (never served read-only).
 ADMIN_PAGES = ("01_*.ipynb", "02_*.ipynb", "03_*.ipynb")
 DEFAULT_SESSION_HOURS = 12.0
