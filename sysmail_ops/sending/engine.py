@@ -146,6 +146,7 @@ class BatchSender:
         self.max_bytes = self.account.max_message_bytes or accounts_mod.DEFAULT_MAX_MESSAGE_BYTES
         self.server_max: int | None = None  # the connected server's SIZE (RFC 1870), if any
         self._limit = self.max_bytes  # the limit the last refused message was over
+        self.server_asked = False  # connected once: server_max is what its EHLO said
         self.compiled = self.composer.compiled
         self.use_case = use_case
         self.opt = options
@@ -354,21 +355,29 @@ class BatchSender:
 
     def _too_big(self, composed: Composed, *, dry_run: bool) -> str | None:
         """Why ``composed`` may not be sent (over the account's maximum or the server's SIZE),
-        as one line with the sizes and the limit; None when it fits. Checked before MAIL."""
+        as one line with the sizes and the limit; None when it fits. Checked before MAIL.
+
+        Over the account's maximum it is refused whatever the server; under it, the
+        server's SIZE is asked for (connecting, unless a dry run) and holds too.
+        """
         size = composed.size
-        server = None
-        if not dry_run:
+        if size <= self.max_bytes:
+            if dry_run:
+                return None
             if self.conn is None or not self.conn.is_open:
                 try:
                     self._connection()  # the server's SIZE comes with its EHLO
                 except _ConnectionDown:
                     return None  # the attempt defers the message, as for any message
-            server = self.server_max
+            if self.server_max is None or size <= self.server_max:
+                return None
+        server = self.server_max if self.server_asked else None
         limit = server if server and server < self.max_bytes else self.max_bytes
-        if size <= limit:
-            return None
         self._limit = limit
-        said = f"server SIZE {_mb(server)}" if server else "server states no SIZE"
+        if server:
+            said = f"server SIZE {_mb(server)}"
+        else:
+            said = "server states no SIZE" if self.server_asked else "server not asked"
         return (
             f"message is {_mb(size)} ({size:,} bytes), over the limit of {_mb(limit)} "
             f"({said}; account maximum {_mb(self.max_bytes)}): not sent"
@@ -405,7 +414,7 @@ class BatchSender:
                 delay *= 2
                 continue
             self.conn, self.pipe, self.sent_on_conn = conn, Pipeline(conn), 0
-            self.server_max = conn.size_limit
+            self.server_max, self.server_asked = conn.size_limit, True
             return conn
         raise AssertionError("unreachable")
 

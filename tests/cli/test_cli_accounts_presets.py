@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,38 +39,6 @@ def add(cli: CLI, name: str, address: str, *extra: str) -> tuple[int, str, str]:
 
 
 # --- presets ------------------------------------------------------------------------------
-
-
-def test_every_preset_is_complete_and_says_what_is_unconfirmed() -> None:
-    found = providers.providers()
-    assert {
-        "microsoft365",
-        "outlook",
-        "google",
-        "exmail",
-        "qq",
-        "aliyun",
-        "netease",
-        "zoho",
-    } <= set(found)
-    assert {"163", "126"} <= set(found)
-    for p in found.values():
-        for server in (p.smtp, p.imap):
-            assert server.security in accounts.SECURITIES and 1 <= server.port <= 65535
-            assert server.host and " " not in server.host
-        assert p.auth in ("password", "oauth2", "none")
-        assert (p.auth == "oauth2") == (p.oauth_provider is not None)
-        assert p.hint and p.sources, p.name
-        if p.settings_page is None:
-            assert any("settings page" in u for u in p.unconfirmed), p.name
-        else:
-            assert p.settings_page.startswith("https://")
-        if p.max_message_mb is None:
-            assert any("size" in u for u in p.unconfirmed), p.name
-    assert found["microsoft365"].max_message_mb == 35
-    assert found["google"].max_message_mb == 25
-    for name in ("qq", "163", "126", "netease"):
-        assert "authorisation code" in found[name].hint
 
 
 def test_add_with_a_preset_fills_the_servers_and_explicit_options_win(
@@ -282,3 +251,34 @@ def test_signature_from_files_and_bad_files(cli: CLI, ws: Workspace, tmp_path: P
     assert "only where a template places it" in out
     code, out, _ = cli("accounts", "signature", "svc", "--off")
     assert code == 0 and "signature none" in out
+
+
+# --- size limits ----------------------------------------------------------------------------
+
+
+def test_send_over_the_accounts_maximum_is_one_line_exit_1_and_logged(
+    cli: CLI, ws: Workspace, tmp_path: Path
+) -> None:
+    add(cli, "svc", "service@example.com", "--host", "127.0.0.1", "--security", "none")
+    code, _, err = cli("accounts", "edit", "svc", "--max-size", "0.05")
+    assert code == 0, err
+    html = tmp_path / "note.html"
+    html.write_text("<p>Hello</p>")
+    code, _, err = cli("templates", "add", "note", "--object", "case", "--subject", "Hi",
+                       "--html", str(html))  # fmt: skip
+    assert code == 0, err
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(80_000))
+    code, out, err = cli(
+        "send", "svc", "--template", "note", "--to", "eve@example.org", "--attach", str(big)
+    )
+    assert code == 1
+    (line,) = [ln for ln in (out + err).splitlines() if "error:" in ln]
+    assert "over the limit of 0.0 MB" in line or "over the limit of 0.1 MB" in line
+    assert "bytes)" in line and "account maximum" in line
+    code, out, _ = cli("logs", "list", "--json")
+    assert '"smtp_phase": "size"' in out and '"status": "failed"' in out
+    for bad in ("0", "-1", "5000"):
+        code, _, err = cli("accounts", "edit", "svc", "--max-size", bad)
+        assert code == 2 and "--max-size" in err and err.count("\n") == 1
+    assert accounts.get_account(ws, "svc").max_message_bytes == int(0.05 * 2**20)

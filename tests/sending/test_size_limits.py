@@ -82,8 +82,22 @@ def test_over_the_accounts_maximum_is_refused_though_the_server_would_take_it(
     assert result.counts == {"failed": 1}
     assert smtp_server.messages == []
     assert "account maximum 0.1 MB" in result.errors[0]
-    assert f"server SIZE {2**25 / 2**20:.1f} MB" in result.errors[0]
+    assert "server not asked" in result.errors[0]
+    assert smtp_server.connections == 0  # over the account's own maximum: no need to ask
     assert log_rows(ws).iloc[0].smtp_phase == "size"
+
+
+def test_over_the_accounts_maximum_is_refused_even_when_the_server_is_down(
+    ws: Workspace, smtp_server: SMTPTestServer, note: object, refused_port: int
+) -> None:
+    bind(ws, smtp_server, max_message_bytes=100_000, smtp_port=refused_port)
+    big = send(
+        ws, "service", "note", to="eve@example.com", record={"name": "Eve"},
+        attachments=[blob(150_000)], options=FAST,
+    )  # fmt: skip
+    assert big.counts == {"failed": 1}  # refused for good, not deferred to the retry queue
+    small = send(ws, "service", "note", to="eve@example.com", record={"name": "Eve"}, options=FAST)
+    assert small.counts == {"deferred": 1}  # this one waits for the server, as any message
 
 
 def test_within_both_limits_is_sent_whole(
@@ -107,13 +121,13 @@ def test_a_server_without_size_leaves_the_accounts_maximum(
 ) -> None:
     bind(ws, smtp_server, max_message_bytes=50_000)
     smtp_server.size_limit = None  # EHLO states no SIZE
-    ok = send(ws, "service", "note", to="a@example.com", record={"name": "A"}, options=FAST)
-    big = send(
-        ws, "service", "note", to="b@example.com", record={"name": "B"},
-        attachments=[blob(60_000)], options=FAST,
-    )  # fmt: skip
-    assert ok.counts == {"sent": 1} and big.counts == {"failed": 1}
-    assert "server states no SIZE" in big.errors[0]
+    deliveries = [
+        Delivery(to=["a@example.com"], record={"name": "A"}, attachments=[blob(30_000)]),
+        Delivery(to=["b@example.com"], record={"name": "B"}, attachments=[blob(60_000)]),
+    ]
+    result = send_deliveries(ws, "service", "note", deliveries, options=FAST)
+    assert result.counts == {"sent": 1, "failed": 1}
+    assert "server states no SIZE" in result.errors[0]
     assert [m.rcpt_tos for m in smtp_server.messages] == [("a@example.com",)]
 
 
