@@ -21,6 +21,7 @@ from sysmail_ops.cli import (
     campaigns,
     console,
     logs,
+    prune,
     sending,
     settings,
     sink,
@@ -50,6 +51,7 @@ GROUPS = (
     surveys,
     settings,
     workflows,
+    prune,
     console,
     audit,
 )

@@ -456,6 +456,9 @@ def cmd_cron(args: argparse.Namespace) -> int:
     for when, cmd, what in jobs:
         print(f"# {what}")
         print(f"{when} {base} {cmd} >> {log} 2>&1")
+    print("# monthly retention (off: remove the leading '# ' to turn it on): the log, the")
+    print("# archive, flow events, report run files and previews older than a year")
+    print(f"# 30 3 1 * * {base} prune --before 365d >> {log} 2>&1")
     return 0
 
 
