@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websocket  # websocket-client, a jupyter_server dependency
 from browser_support import field, free_port, wait_until
 from smtp_testserver import GOOD_LOGIN, GOOD_PASSWORD, SMTPTestServer
 from system_servers import artifact_dir
@@ -108,6 +109,16 @@ def running_console(ws: Workspace, tmp_path: Path, *options: str) -> Iterator[Co
         log.close()
 
 
+def websocket_status(url: str, origin: str, cookie: str | None) -> int:
+    """101 when the websocket opens with this Origin and cookie, else the refusal's status."""
+    try:
+        conn = websocket.create_connection(url, origin=origin, cookie=cookie, timeout=30)
+    except websocket.WebSocketBadStatusException as exc:
+        return int(exc.status_code)
+    conn.close()
+    return 101
+
+
 def audit_text(ws: Workspace) -> str:
     with ws.store.connect() as con:
         return repr(con.execute("SELECT * FROM audit").fetchall())
@@ -168,6 +179,15 @@ def test_password_console_refuses_without_login_and_a_logged_in_browser_saves(
         page.locator("button:has-text('Save')").click()
         page.wait_for_selector("text=bound browser", timeout=60_000)
         page.screenshot(path=str(artifact_dir() / "console_login_saved.png"), full_page=True)
+
+        # the forms talk over the kernel's websocket: only with the login, only from the page
+        kernel_id = re.search(r'"kernelId": *"([0-9a-f-]{36})"', page.content())
+        assert kernel_id
+        channel = f"ws://127.0.0.1:{console.port}/api/kernels/{kernel_id.group(1)}/channels"
+        session = f"{cookie_name}={login_cookie['value']}"
+        assert websocket_status(channel, console.base, None) == 403
+        assert websocket_status(channel, "https://elsewhere.example.com", session) == 403
+        assert websocket_status(channel, console.base, session) == 101
 
     assert accounts.get_account(ws, "browser").smtp_port == smtp_server.port
     # the same workspace changed from the command line and from Python
