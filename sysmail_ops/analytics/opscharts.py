@@ -9,7 +9,7 @@ a notebook, go into a report mail with ``reportkit.chart`` or to a file with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.analytics import charts
 
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _BLUE, _ORANGE, _RED, _GREY = "#1565c0", "#ef6c00", "#c62828", "#757575"
+_MANY = 31  # more days than this: areas and lines on a date axis instead of bars
 
 
 def _figure(title: str, *, width: float = 7.2, height: float = 3.2) -> tuple[Figure, Axes]:
@@ -60,21 +61,33 @@ def rate_chart(by_day: pd.DataFrame, *, title: str = "Deliveries per day") -> Fi
         _no_data(ax)
         return fig
     fig, ax = _figure(title)
-    labels = [str(v) for v in by_day[key]]
-    bottom = [0.0] * len(labels)
-    for status in ("sent", "deferred", "failed"):
-        values = [float(v) for v in by_day[status]]
-        ax.bar(labels, values, bottom=bottom, label=status, color=charts.STATUS_COLORS[status])
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    statuses = ("sent", "deferred", "failed")
+    colors = [charts.STATUS_COLORS[st] for st in statuses]
+    if key == "day" and len(by_day) > _MANY:
+        # a year of days: one filled area per status on a date axis (1,000 bars draw slowly)
+        labels: list[Any] = list(by_day["day"])
+        values = [[float(v) for v in by_day[st]] for st in statuses]
+        ax.stackplot(labels, *values, labels=list(statuses), colors=colors, linewidth=0)
+    else:
+        labels = [str(v) for v in by_day[key]]
+        bottom = [0.0] * len(labels)
+        for status, color in zip(statuses, colors, strict=True):
+            heights = [float(v) for v in by_day[status]]
+            ax.bar(labels, heights, bottom=bottom, label=status, color=color)
+            bottom = [b + v for b, v in zip(bottom, heights, strict=True)]
     ax.set_ylabel("deliveries")
     rate = ax.twinx()
     rate.plot(labels, [float(v) * 100 for v in by_day["delivery_rate"]], color=_GREY,
-              marker=".", linewidth=1, label="delivery rate")  # fmt: skip
+              marker="." if len(labels) <= _MANY else "", linewidth=1,
+              label="delivery rate")  # fmt: skip
     rate.set_ylim(0, 105)
     rate.set_ylabel("delivery rate %")
     rate.spines[["top"]].set_visible(False)
     fig.legend(frameon=False, fontsize=8, loc="outside lower center", ncols=4)
-    _thin_ticks(ax, len(labels))
+    if len(labels) <= _MANY or key != "day":
+        _thin_ticks(ax, len(labels))
+    else:
+        ax.tick_params(axis="x", labelsize=8)
     return fig
 
 
@@ -213,15 +226,22 @@ def suppressions_chart(df: pd.DataFrame, *, title: str = "Bounces and suppressio
     if df.empty:
         _no_data(ax)
         return fig
-    days = [str(d) for d in df["day"]]
-    xs = range(len(days))
-    ax.bar([x - 0.2 for x in xs], list(df["bounces"]), width=0.4, color=_RED, label="bounces")
-    ax.bar([x + 0.2 for x in xs], list(df["suppressed"]), width=0.4, color=_GREY,
-           label="suppressed")  # fmt: skip
-    ax.set_xticks(list(xs), days)
+    if len(df) > _MANY:  # a year of days: two lines on a date axis
+        days = list(df["day"])
+        ax.plot(days, list(df["bounces"]), color=_RED, linewidth=1, label="bounces")
+        ax.plot(days, list(df["suppressed"]), color=_GREY, linewidth=1, label="suppressed")
+        ax.tick_params(axis="x", labelsize=8)
+    else:
+        labels = [str(d) for d in df["day"]]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], list(df["bounces"]), width=0.4, color=_RED,
+               label="bounces")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], list(df["suppressed"]), width=0.4, color=_GREY,
+               label="suppressed")  # fmt: skip
+        ax.set_xticks(list(xs), labels)
+        _thin_ticks(ax, len(labels))
     ax.set_ylabel("per day")
     ax.legend(frameon=False, fontsize=8)
-    _thin_ticks(ax, len(days))
     return fig
 
 

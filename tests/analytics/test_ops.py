@@ -245,3 +245,17 @@ def test_the_report_figures_match_the_pandas_ones(log: Workspace) -> None:
     assert list(top["smtp_code"]) == list(old["smtp_code"])
     assert list(top["example_recipient"]) == list(old["example_recipient"])
     assert ops.headline(log) == queries.headline(frame)
+
+
+def test_a_year_of_days_is_drawn_as_areas_not_bars() -> None:
+    from datetime import timedelta
+
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
+    by_day = pd.DataFrame({"day": days, "attempted": 10, "sent": 8, "deferred": 1, "failed": 1,
+                           "delivery_rate": 0.8})  # fmt: skip
+    fig = opscharts.rate_chart(by_day)
+    ax = fig.axes[0]
+    assert not ax.patches and len(ax.collections) == 3  # sent, deferred, failed areas
+    bounces = pd.DataFrame({"day": days, "bounces": 1, "suppressed": 2})
+    assert len(opscharts.suppressions_chart(bounces).axes[0].lines) == 2
+    assert charts.png_bytes(fig).startswith(b"\x89PNG")
