@@ -24,6 +24,7 @@ are defined over the whole log. Times are naive UTC (as stored), days UTC days.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -210,12 +211,15 @@ _ACTIVE: ContextVar[_Session | None] = ContextVar("sysmail_ops_analytics_session
 
 
 @contextmanager
-def _session(ws: Workspace, sc: Scope, *, read_only: bool = False) -> Iterator[_Session]:
+def _session(
+    ws: Workspace, sc: Scope, *, read_only: bool = False, prepare: bool = True
+) -> Iterator[_Session]:
     """Open the store once for several questions over one scope."""
     sendlog.fold_orphans(ws)
     with ws.store.connect(read_only=read_only) as con:
         session = _Session(sc, con)
-        session.prepare()
+        if prepare:
+            session.prepare()
         token = _ACTIVE.set(session)
         try:
             yield session
@@ -582,10 +586,13 @@ def sql(ws: Workspace, query: str, params: Sequence[Any] | None = None, *,
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise ValidationError(f"only SELECT queries run here (read-only), got {kind.name}")
-    with _session(ws, Scope(), read_only=True) as session:
-        session.need_first()
+    # the deliveries view costs a pass over the log to set up: only when the query names it
+    wanted = re.search(r"\bdeliveries\b", query, re.IGNORECASE) is not None
+    with _session(ws, Scope(), read_only=True, prepare=wanted) as session:
         con = session.con
-        con.execute(f"CREATE TEMP VIEW deliveries AS WITH {session.ctes()} {_DELIVERIES}")
+        if wanted:
+            session.need_first()
+            con.execute(f"CREATE TEMP VIEW deliveries AS WITH {session.ctes()} {_DELIVERIES}")
         con.execute("CREATE TEMP VIEW attempts AS SELECT * FROM send_log")
         try:
             rel = con.sql(query, params=list(params) if params else None)
