@@ -299,6 +299,12 @@ def test_installed_app_flow_with_pkce_then_refresh_by_google_auth(
     oauth_server.expire_access_tokens()
     sent_once(ws, xoauth2_smtp, note, case="C-2")
     assert oauth_server.records.grants_used == ["authorization_code", "refresh_token"]
+    oauth_server.revoke_refresh_tokens()  # google-auth's RefreshError, read as one line
+    oauth_server.expire_access_tokens()
+    result = connection_test.test_account(ws, "o365")
+    assert not result.ok and "re-authorize with `sysmail-ops accounts authorize o365`" in (
+        result.message
+    )
 
 
 def test_installed_app_flow_refused_in_the_browser(
@@ -328,3 +334,19 @@ def test_generic_device_flow_then_refresh(
     oauth_server.expire_access_tokens()
     sent_once(ws, xoauth2_smtp, note, case="C-2")
     assert oauth_server.records.grants_used[-1] == "refresh_token"
+
+
+def test_generic_client_credentials_with_authlib(
+    ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer, oauth_server: OAuthTestServer, note: object
+) -> None:
+    account = bind_oauth(ws, xoauth2_smtp, provider="generic", flow="client_credentials",
+                         oauth_tenant=None, oauth_scopes="mail.send")  # fmt: skip
+    xoauth2_smtp.oauth = _AppAsMailbox(oauth_server)  # type: ignore[assignment]
+    try:
+        assert oauth.authorize(ws, account.oauth, say=pytest.fail) == (
+            "o365: authorized (generic, client credentials)"
+        )
+        sent_once(ws, xoauth2_smtp, note)
+    finally:
+        xoauth2_smtp.oauth = oauth_server
+    assert oauth_server.records.grants_used == ["client_credentials"]

@@ -18,6 +18,7 @@ from received_helpers import message
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.records import received
+from sysmail_ops.sending import connection_test
 
 OAUTH2_PASSDB = """\
 passdb {{
@@ -83,6 +84,8 @@ def test_received_archiving_logs_in_with_xoauth2_refreshes_and_diagnoses_revocat
 
     [res] = received.fetch(ws)
     assert res.ok and res.archived == 1, (res.error, dovecot_oauth.log()[-2000:])
+    verdict = connection_test.test_imap_account(ws, "o365")  # `accounts test --imap`
+    assert verdict.ok and f"logged in as {mailbox}" in verdict.message, verdict.message
 
     oauth_server.expire_access_tokens()  # Dovecot's introspection now says inactive
     dovecot_oauth.append(mailbox, [message(2)])
@@ -95,5 +98,7 @@ def test_received_archiving_logs_in_with_xoauth2_refreshes_and_diagnoses_revocat
     [res] = received.fetch(ws)
     assert not res.ok and res.error is not None
     assert "re-authorize with `sysmail-ops accounts authorize o365`" in res.error
+    verdict = connection_test.test_imap_account(ws, "o365")
+    assert not verdict.ok and "re-authorize with `sysmail-ops accounts" in verdict.message
     for token in oauth_server.issued_access_tokens:
         assert token not in res.error
