@@ -33,7 +33,6 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.errors import OAuthError, ValidationError
@@ -651,27 +650,6 @@ def _generic_device(
     raise _error_line(client, "expired_token", "the code was not entered in time")
 
 
-class _Redirect(BaseHTTPRequestHandler):
-    """The loopback redirect's one request: keep its query, tell the browser it is done."""
-
-    def do_GET(self) -> None:  # http.server's name
-        query = urllib.parse.urlsplit(self.path).query
-        params = urllib.parse.parse_qs(query)
-        if "code" not in params and "error" not in params:  # /favicon.ico, a probe: not it
-            self.send_error(404)
-            return
-        self.server.query = query  # type: ignore[attr-defined]
-        body = b"sysmail-ops: authorization received, you can close this window.\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the request line carries the authorization code: never logged
-
-
 def _authorization_code(
     client: OAuthClient,
     secret: Secret | None,
@@ -680,7 +658,29 @@ def _authorization_code(
     wait: float,
 ) -> dict[str, Any]:
     """The installed-app flow: browser sign-in, redirect to a loopback port, PKCE (RFC 7636)."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
     from authlib.common.security import generate_token
+
+    class _Redirect(BaseHTTPRequestHandler):
+        """The loopback redirect's one request: keep its query, tell the browser it is done."""
+
+        def do_GET(self) -> None:  # http.server's name
+            query = urllib.parse.urlsplit(self.path).query
+            params = urllib.parse.parse_qs(query)
+            if "code" not in params and "error" not in params:  # /favicon.ico, a probe: not it
+                self.send_error(404)
+                return
+            self.server.query = query  # type: ignore[attr-defined]
+            body = b"sysmail-ops: authorization received, you can close this window.\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the request line carries the authorization code: never logged
 
     meta = _metadata(client)
     server = HTTPServer(("127.0.0.1", 0), _Redirect)
