@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,31 @@ def test_read_only_console_serves_no_changing_page_and_its_kernels_know(
         assert page.locator("button:has-text('Save')").count() == 0
         page.screenshot(path=str(artifact_dir() / "console_read_only_audit.png"), full_page=True)
     assert [a.name for a in accounts.list_accounts(ws)] == ["service"]
+
+
+def test_behind_https_the_cookies_are_secure(ws: Workspace, tmp_path: Path) -> None:
+    console_auth.set_password(ws, CONSOLE_PASSWORD)
+    with running_console(ws, tmp_path, "--behind-https", "--session-hours", "2") as console:
+        status, headers, form = console.request("GET", "/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form)
+        assert status == 200 and xsrf
+        xsrf_cookie = headers["set-cookie"]
+        assert "Secure" in xsrf_cookie and "SameSite=Lax" in xsrf_cookie
+        body = urllib.parse.urlencode({"password": CONSOLE_PASSWORD, "_xsrf": xsrf.group(1)})
+        status, headers, _ = console.request(
+            "POST",
+            "/login",
+            body,
+            {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": xsrf_cookie.split(";")[0],
+            },
+        )
+        assert status == 302
+        login_cookie = headers["set-cookie"]
+        for attribute in ("Secure", "HttpOnly", "SameSite=Lax"):
+            assert attribute in login_cookie, login_cookie
+        expires = re.search(r"expires=([^;]+)", login_cookie)
+        assert expires
+        left = parsedate_to_datetime(expires.group(1)).timestamp() - time.time()
+        assert 1.5 * 3600 < left <= 2 * 3600  # --session-hours 2
