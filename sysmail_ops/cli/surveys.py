@@ -12,6 +12,7 @@ from sysmail_ops.cli import campaigns as campaigns_cli
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table, warn
 from sysmail_ops.config import settings
+from sysmail_ops.flows import intake
 from sysmail_ops.web import server as web
 
 
@@ -57,6 +58,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument(
         "--request-timeout", type=float, default=web.REQUEST_TIMEOUT,
         help=f"seconds for a whole request, headers and body ({web.REQUEST_TIMEOUT:g})",
+    )  # fmt: skip
+    s.add_argument(
+        "--queue-limit", type=int, default=intake.QUEUE_LIMIT,
+        help=f"events queued for the intake worker at most; past it POST /events gets 429 "
+        f"({intake.QUEUE_LIMIT:,})",
     )  # fmt: skip
     s.set_defaults(handler=cmd_serve)
 
@@ -117,15 +123,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
     )
+    queue = intake.IntakeQueue(ws, limit=args.queue_limit)
     server = web.make_server(
         ws,
         args.host,
         args.port,
         max_connections=args.max_connections,
         request_timeout=args.request_timeout,
+        intake=queue,
     )
     base = settings.get_setting(ws, "public_base_url")
-    print(f"serving survey and unsubscribe links on {server.url} (Ctrl-C stops)", flush=True)
+    queue.start()
+    print(
+        f"serving survey and unsubscribe links on {server.url} and events at {server.url}/events"
+        " (Ctrl-C stops)",
+        flush=True,
+    )
+    if queue.pending:
+        print(f"notifying {queue.pending:,} event(s) accepted before the last stop")
     print(f"links in mail point at {base} (sysmail-ops settings set public_base_url ...)")
     hint = settings.url_hint(str(base))
     if hint:
@@ -136,4 +151,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("stopped")
     finally:
         server.server_close()
+        queue.stop()
     return 0

@@ -408,4 +408,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE subscriptions ADD COLUMN locale VARCHAR NOT NULL DEFAULT 'en';
         """,
     ),
+    (
+        14,
+        "HTTP event intake: sources (hashed bearer tokens) and the durable intake queue",
+        """
+        CREATE TABLE event_sources (
+            name VARCHAR PRIMARY KEY,
+            token_hash VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        );
+        CREATE SEQUENCE event_intake_seq START 1;
+        CREATE TABLE event_intake (
+            id BIGINT NOT NULL DEFAULT nextval('event_intake_seq'),
+            source VARCHAR NOT NULL,
+            event_id VARCHAR NOT NULL,
+            body VARCHAR NOT NULL,
+            received_at TIMESTAMP NOT NULL,
+            state VARCHAR NOT NULL,
+            status VARCHAR,
+            result VARCHAR,
+            done_at TIMESTAMP,
+            UNIQUE (source, event_id)
+        );
+        """,
+    ),
 ]

@@ -23,11 +23,24 @@ carries the security headers (``end_headers`` adds them); at most
 once); each request has ``request_timeout`` seconds for its headers and body
 together, and each read ``timeout`` seconds, so a slow client cannot hold a
 thread; a client that vanishes or stalls is one log line.
+
+With an intake (``flows.intake.IntakeQueue``), two JSON routes take events from other
+systems, each authenticated by its source's bearer token (a wrong or missing one: 401,
+nothing read or written):
+
+- ``POST /events``: one event as a JSON object, or JSON lines. Each good event is
+  committed to the intake queue before the answer: ``202`` with its id and status URL;
+  an id the source sent before: ``200`` with its recorded status; a bad line: its own
+  error in the answer, the good lines accepted. Past the queue bound: ``429`` with
+  ``Retry-After``, nothing written; the store busy: ``503`` with ``Retry-After``.
+- ``GET /events/<id>``: what became of it (queued, notified with each send's outcome,
+  no_match, error, ...).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import socket
@@ -40,11 +53,13 @@ from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from sysmail_ops.campaigns import surveys
+from sysmail_ops.config import settings
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import StoreBusyError, SysmailError, ValidationError
+from sysmail_ops.flows.intake import IntakeQueue, QueueFull
 from sysmail_ops.records import suppression
 from sysmail_ops.sending.links import TokenError, TokenExpiredError
 
@@ -58,6 +73,11 @@ MAX_CONNECTIONS = 64  # connections handled at once; the excess gets a 503
 REQUEST_TIMEOUT = 30.0  # seconds for a whole request: request line, headers and body together
 READ_TIMEOUT = 20.0  # seconds a single read may wait: an idle client does not hold a thread
 _ROUTE = re.compile(r"(?:^|/)(survey|unsubscribe)/([^/]+)/?$")
+_EVENTS = re.compile(r"(?:^|/)events(?:/([^/]+))?/?$")
+MAX_EVENTS_BODY = 4 * 1024 * 1024  # one post of events: thousands of JSON lines
+JSON_TYPE = "application/json"
+RETRY_FULL = "1"  # seconds a caller waits when the queue is full (it drains in ~1 s)
+RETRY_BUSY = "5"  # ... when the store is busy (another process holds it)
 # What a log line must not show, looked for after percent-decoding: a token (``v1.`` and its
 # base64url parts, in any case), whatever follows a route name, and any long base64url-like
 # run (a token's piece cut apart by an encoded line break or the like).
@@ -346,6 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
+        ev = _EVENTS.search(url.path)
+        if ev is not None and self.server.intake is not None:
+            self._events(method, self.server.intake, ev.group(1))
+            return
         m = _ROUTE.search(url.path)
         if m is None:
             self._send(HTTPStatus.NOT_FOUND, "Page not found", "<p>There is nothing here.</p>")
@@ -360,6 +384,126 @@ class _Handler(BaseHTTPRequestHandler):
             self._unsubscribe_post(token)
         else:
             self._unsubscribe_get(token)
+
+    # -- the event intake ----------------------------------------------------------------
+
+    def _json(self, status: int, data: Any, extra: dict[str, str] | None = None) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        for k, v in {"Content-Type": JSON_TYPE, **(extra or {})}.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _bearer(self) -> str | None:
+        scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
+        return value.strip() or None if scheme.lower() == "bearer" else None
+
+    def _events(self, method: str, queue: IntakeQueue, event_id: str | None) -> None:
+        try:
+            source = queue.source_for(self._bearer())
+            if source is None:
+                self.close_connection = True  # its body is not read
+                self._json(
+                    HTTPStatus.UNAUTHORIZED,
+                    {"error": "a valid source token is needed (Authorization: Bearer ...)"},
+                    {"WWW-Authenticate": 'Bearer realm="sysmail-ops events"'},
+                )
+            elif event_id is None and method == "POST":
+                self._post_events(queue, source)
+            elif event_id is not None and method in ("GET", "HEAD"):
+                found = queue.status(source, unquote(event_id))
+                if found is None:
+                    self._json(HTTPStatus.NOT_FOUND, {"error": "no such event from this source"})
+                else:
+                    self._json(
+                        HTTPStatus.OK, {**found, "status_url": self._status_url(found["id"])}
+                    )
+            else:
+                self.close_connection = True
+                allow = "POST" if event_id is None else "GET, HEAD"
+                self._json(
+                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"use {allow}"}, {"Allow": allow}
+                )
+        except StoreBusyError:
+            self._json(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"error": "the workspace is busy: try again shortly"},
+                {"Retry-After": RETRY_BUSY},
+            )
+
+    def _status_url(self, event_id: str) -> str:
+        return f"{self.server.base_url}/events/{quote(event_id, safe='')}"
+
+    def _post_events(self, queue: IntakeQueue, source: str) -> None:
+        try:
+            body = self._body(MAX_EVENTS_BODY, "the events")
+        except _TooLarge:
+            self.close_connection = True
+            self._json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": f"at most {MAX_EVENTS_BODY:,} bytes per post: send fewer lines"},
+            )
+            return
+        except ValidationError as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        try:
+            answers = queue.accept(source, body)
+        except QueueFull as exc:
+            self._json(
+                HTTPStatus.TOO_MANY_REQUESTS, {"error": str(exc)}, {"Retry-After": RETRY_FULL}
+            )
+            return
+        events = []
+        for a in answers:
+            if a.error is not None:
+                events.append({"line": a.line, "id": a.id, "error": a.error})
+            else:
+                assert a.id is not None
+                events.append(
+                    {
+                        "line": a.line,
+                        "id": a.id,
+                        "status": a.status,
+                        "redelivered": a.redelivered,
+                        "status_url": self._status_url(a.id),
+                    }
+                )
+        accepted = sum(1 for a in answers if a.error is None and not a.redelivered)
+        again = sum(1 for a in answers if a.redelivered)
+        refused = sum(1 for a in answers if a.error is not None)
+        out: dict[str, Any] = {
+            "accepted": accepted,
+            "redelivered": again,
+            "refused": refused,
+            "events": events,
+        }
+        if len(events) == 1:
+            out.update(events[0])
+        if not answers:
+            out["error"] = "no event in the body"
+        status = (
+            HTTPStatus.ACCEPTED if accepted else HTTPStatus.OK if again else HTTPStatus.BAD_REQUEST
+        )
+        self._json(status, out)
+
+    def _body(self, limit: int, what: str) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise ValidationError(f"send {what} with a Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ValidationError("the request has a bad Content-Length") from None
+        if length > limit:
+            raise _TooLarge
+        data = self.rfile.read(max(length, 0))
+        if len(data) < length:
+            raise _ClientGone(f"it closed the connection in the middle of {what}")
+        self._body_read = True
+        return data
 
     def _survey_get(self, token: str, score: str) -> None:
         ws = self.server.ws
@@ -471,8 +615,11 @@ class SurveyServer(ThreadingHTTPServer):
         max_connections: int = MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         timeout: float = READ_TIMEOUT,
+        intake: IntakeQueue | None = None,
     ):
         self.ws = ws
+        self.intake = intake
+        self.base_url = str(settings.get_setting(ws, "public_base_url")).rstrip("/")
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.read_timeout = timeout
@@ -562,11 +709,13 @@ def make_server(
     max_connections: int = MAX_CONNECTIONS,
     request_timeout: float = REQUEST_TIMEOUT,
     timeout: float = READ_TIMEOUT,
+    intake: IntakeQueue | None = None,
 ) -> SurveyServer:
     """A bound server, not yet serving: call ``serve_forever()`` (a thread in tests).
 
     ``max_connections``: handled at once (the excess gets a 503); ``request_timeout``: seconds
     for a whole request (request line, headers, body); ``timeout``: seconds one read may wait.
+    ``intake``: the event intake to serve (``/events``); its worker is started by the caller.
     """
     if isinstance(max_connections, bool) or not isinstance(max_connections, int):
         raise ValidationError(f"max_connections must be a whole number, got {max_connections!r}")
@@ -582,6 +731,7 @@ def make_server(
             max_connections=max_connections,
             request_timeout=request_timeout,
             timeout=timeout,
+            intake=intake,
         )
     except OSError as exc:
         raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
