@@ -287,3 +287,25 @@ def test_behind_https_the_cookies_are_secure(ws: Workspace, tmp_path: Path) -> N
         assert expires
         left = parsedate_to_datetime(expires.group(1)).timestamp() - time.time()
         assert 1.5 * 3600 < left <= 2 * 3600  # --session-hours 2
+
+
+def test_a_session_expires_on_the_server_too(ws: Workspace, tmp_path: Path) -> None:
+    """The server refuses a login cookie older than --session-hours (0.01 h = 36 s here),
+    even from a client that keeps sending it."""
+    console_auth.set_password(ws, CONSOLE_PASSWORD)
+    with running_console(ws, tmp_path, "--session-hours", "0.01") as console:
+        _, headers, form = console.request("GET", "/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form)
+        assert xsrf
+        xsrf_cookie = headers["set-cookie"].split(";")[0]
+        body = urllib.parse.urlencode({"password": CONSOLE_PASSWORD, "_xsrf": xsrf.group(1)})
+        form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": xsrf_cookie}
+        status, headers, _ = console.request("POST", "/login", body, form_headers)
+        assert status == 302
+        logged_in = time.monotonic()
+        session = {"Cookie": headers["set-cookie"].split(";")[0]}
+        assert console.request("GET", "/voila/api/contents/", headers=session)[0] == 200
+        time.sleep(max(0.0, 40 - (time.monotonic() - logged_in)))
+        assert console.request("GET", "/voila/api/contents/", headers=session)[0] == 403
+        status, headers, _ = console.request("GET", "/voila/render/06_audit.ipynb", headers=session)
+        assert status == 302 and headers["location"].startswith("/login")
