@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "on 127.0.0.1",
     )
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 ({DEFAULT_PORT})"
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on ({DEFAULT_PORT})"
     )
     console_access.add_arguments(p)  # --ip, --token, --read-only, --set-password, ...
     p.set_defaults(handler=cmd_console)
