@@ -10,7 +10,7 @@ from sysmail_ops.analytics import explore
 from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table
 from sysmail_ops.errors import ValidationError
-from sysmail_ops.records import sendlog
+from sysmail_ops.records import export, sendlog
 
 if TYPE_CHECKING:
     pass
@@ -42,6 +42,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr = acts.add_parser("prune", help="delete log rows older than a date (retention)")
     pr.add_argument("--before", required=True, help="ISO date")
     pr.set_defaults(handler=cmd_prune)
+    ex = acts.add_parser(
+        "export", help="the send log and archive metadata as Parquet, one folder a day"
+    )
+    ex.add_argument("--since", required=True, help="first day, YYYY-MM-DD (UTC)")
+    ex.add_argument("--until", help="last day, YYYY-MM-DD (UTC; default: today)")
+    ex.add_argument("--to", required=True, metavar="DIR", help="the export folder")
+    ex.set_defaults(handler=cmd_export)
 
 
 def _date(value: str) -> datetime:
@@ -127,4 +134,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     n = sendlog.prune(ws, _date(args.before))
     print(f"deleted {n} log row(s) queued before {args.before}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    first = export.parse_day(args.since, "--since")
+    last = export.parse_day(args.until, "--until") if args.until else None
+    ws = open_workspace(args)
+    print(export.export_days(ws, args.to, first, last).summary())
     return 0
