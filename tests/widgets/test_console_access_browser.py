@@ -309,3 +309,34 @@ def test_a_session_expires_on_the_server_too(ws: Workspace, tmp_path: Path) -> N
         assert console.request("GET", "/voila/api/contents/", headers=session)[0] == 403
         status, headers, _ = console.request("GET", "/voila/render/06_audit.ipynb", headers=session)
         assert status == 302 and headers["location"].startswith("/login")
+
+
+def test_a_loopback_console_without_login_audits_its_changes_as_such(
+    ws: Workspace, page: Any, tmp_path: Path
+) -> None:
+    accounts.add_account(
+        ws,
+        "notices",
+        kind="workflow_notification",
+        from_address="notices@example.com",
+        smtp_host="smtp.example.com",
+    )
+    with running_console(ws, tmp_path) as console:
+        assert "login: none" in console.log.read_text()
+        page.goto(f"{console.base}/voila/render/01_email_management.ipynb", timeout=120_000)
+        page.wait_for_selector("text=1 of 10 used", timeout=120_000)
+        field(page, "System email").locator("select").select_option("notices")
+        name = field(page, "Name").locator("input")
+        wait_until(lambda: name.input_value() == "notices", 30, "the form to load notices")
+        page.locator(
+            "label:has-text('Received Email Archiving') input, "
+            ".widget-checkbox:has-text('Received Email Archiving') input"
+        ).first.check()
+        wait_until(
+            lambda: accounts.get_account(ws, "notices").received_archiving,
+            30,
+            "received archiving on in the store",
+        )
+    (change,) = audit.list_entries(ws.store, limit=1)
+    assert (change.source, change.actor) == ("console", "console (no login) from 127.0.0.1")
+    assert change.summary == "received_archiving: off -> on"
