@@ -15,6 +15,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice
@@ -29,7 +30,7 @@ from sysmail_ops.sending.delivery import Delivery, personal_unsubscribe
 from sysmail_ops.sending.engine import BatchSender, SendOptions, SendResult
 from sysmail_ops.sending.links import unsubscribe_url
 from sysmail_ops.sending.spool import Spool
-from sysmail_ops.sending.worker import AUTO_THRESHOLD, ComposePool, auto_workers
+from sysmail_ops.sending.worker import AUTO_THRESHOLD, ComposePool
 
 __all__ = [
     "Delivery",
@@ -208,11 +209,11 @@ def send_batch(
         try:
             deliveries = checked()
             head = list(islice(deliveries, AUTO_THRESHOLD))
-            if len(head) == AUTO_THRESHOLD:  # a long batch: its compose workers start now
-                sender.start_workers(AUTO_THRESHOLD)
+            sender.start_workers(len(head))  # a long batch (or workers asked for): start now
             chunks = _chunked(chain(head, deliveries), opts.chunk)
-            workers = _check_workers(opts, len(head))
-            with ComposePool(sender.composer, workers, job="render") as pool:
+            # Rendered by the workers that compose and send next, if the batch has them.
+            pool = sender.started_workers() or ComposePool(sender.composer, 0)
+            with contextlib.nullcontext() if pool is sender.started_workers() else pool:
                 for chunk, results, _following in pool.renderings(chunks):
                     for d, (rendered, error) in zip(chunk, results, strict=True):
                         label = labels.popleft()
@@ -273,13 +274,6 @@ def _delivery(
 def _with_unsubscribe(ws: Workspace, d: Delivery) -> None:
     d.unsubscribe_url = unsubscribe_url(ws, d.to[0])
     d.record = {**d.record, "unsubscribe_url": d.unsubscribe_url}
-
-
-def _check_workers(opts: SendOptions, head: int) -> int:
-    """Processes that render while the records are read and checked (as for sending)."""
-    if opts.workers is not None:
-        return opts.workers
-    return auto_workers(head)
 
 
 def _chunked(items: Iterable[Delivery], size: int) -> Iterator[list[Delivery]]:

@@ -197,6 +197,11 @@ class BatchSender:
         if self._pool is None and self._workers(expected):
             self._pool = ComposePool(self.composer, self._workers(expected))
 
+    def started_workers(self) -> ComposePool | None:
+        """The workers ``start_workers`` started, if any (``send_batch`` renders with them
+        while it checks the records, then ``run`` composes with them)."""
+        return self._pool
+
     def stop_workers(self) -> None:
         """Stop workers started early, for a batch that will not ``run`` after all."""
         pool, self._pool = self._pool, None

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from sysmail_ops.sending.delivery import Delivery
 
-KEEP_BYTES = 16 * 2**20  # rendered text kept in memory, at most; the rest in a file
+KEEP_BYTES = 4 * 2**20  # rendered text kept in memory, at most; the rest in a file
 PIECE = 500  # deliveries per pickle in the file
 
 

@@ -210,36 +210,31 @@ class _Worker:
 
 
 class _Piece:
-    __slots__ = ("deliveries", "future", "here")
+    __slots__ = ("deliveries", "future", "here", "job")
 
-    def __init__(self, deliveries: list[Delivery]):
+    def __init__(self, deliveries: list[Delivery], job: str, here: bool = False):
         self.deliveries = deliveries
-        self.future: Future[list[Built] | None] | None = None
-        self.here = False  # to be built in this process (it does not pickle)
+        self.job = job
+        self.future: Future[list[Any] | None] | None = None
+        self.here = here  # to be done in this process (it does not pickle, or its turn)
 
 
 class ComposePool:
     """Builds deliveries in order, in ``workers`` processes or (with 0) in this one.
 
-    With ``job="render"`` it only renders them (``Rendering`` results, ``renderings``).
+    ``renderings`` only renders them (``send_batch``'s check, before ``chunks`` composes
+    and sends them with the same workers); there this process renders every other piece
+    itself, since it has nothing else to do meanwhile.
     """
 
-    def __init__(
-        self,
-        composer: Composer,
-        workers: int = 0,
-        *,
-        piece: int = 50,
-        ahead: int = 4,
-        job: str = "build",
-    ):
+    def __init__(self, composer: Composer, workers: int = 0, *, piece: int = 50, ahead: int = 4):
         self.composer = composer
-        self.job = job
         self.piece = piece
         self.ahead = ahead * max(workers, 1)
         self._queue: deque[_Piece] = deque()  # read, not yet taken, in input order
         self._out = 0  # pieces handed to the workers and not yet taken
         self._turn = 0
+        self._turn_here = False  # rendering: whether the last piece queued is this process's
         self.built_here = 0  # deliveries this process built (the rest: the workers)
         self._workers = [_Worker(composer) for _ in range(workers)]
 
@@ -250,27 +245,25 @@ class ComposePool:
 
         Each chunk's results must be used up before the next chunk is asked for.
         """
-        assert self.job == "build"
-        return self._chunks(chunks)
+        return self._chunks(chunks, "build")
 
     def renderings(
         self, chunks: Iterable[list[Delivery]]
     ) -> Iterator[tuple[list[Delivery], Iterator[Rendering], list[Delivery] | None]]:
-        """As ``chunks``, for a pool made with ``job="render"``."""
-        assert self.job == "render"
-        return self._chunks(chunks)
+        """As ``chunks``, with each delivery rendered only (``Rendering`` results)."""
+        return self._chunks(chunks, "render")
 
     def _chunks(
-        self, chunks: Iterable[list[Delivery]]
+        self, chunks: Iterable[list[Delivery]], job: str
     ) -> Iterator[tuple[list[Delivery], Iterator[Any], list[Delivery] | None]]:
         it = iter(chunks)
         current = next(it, None)
         if current is not None:
-            self._enqueue(current)
+            self._enqueue(current, job)
         while current is not None:
             following = next(it, None)
             if following is not None:
-                self._enqueue(following)  # so the workers run on across the chunk boundary
+                self._enqueue(following, job)  # so the workers run on across the chunk boundary
             yield current, self._results(len(current)), following
             current = following
 
@@ -281,9 +274,11 @@ class ComposePool:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _enqueue(self, chunk: list[Delivery]) -> None:
+    def _enqueue(self, chunk: list[Delivery], job: str) -> None:
+        helps = job == "render" and len(self._workers) == 1
         for i in range(0, len(chunk), self.piece):
-            self._queue.append(_Piece(chunk[i : i + self.piece]))
+            self._turn_here = not self._turn_here if helps else False
+            self._queue.append(_Piece(chunk[i : i + self.piece], job, here=self._turn_here))
 
     def _results(self, count: int) -> Iterator[Any]:
         while count > 0:
@@ -305,7 +300,7 @@ class ComposePool:
             if p.future is not None or p.here:
                 continue
             try:
-                payload = pickle.dumps((self.job, p.deliveries), pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps((p.job, p.deliveries), pickle.HIGHEST_PROTOCOL)
             except Exception:
                 p.here = True
                 continue
@@ -330,7 +325,7 @@ class ComposePool:
                     yield from built
                     return
         self.built_here += len(p.deliveries)
-        do = JOBS[self.job]
+        do = JOBS[p.job]
         for d in p.deliveries:
             yield do(self.composer, d)
 
