@@ -250,11 +250,9 @@ def chart(fig: Figure, *, alt: str | None = None, scale: int = CHART_SCALE) -> N
     here, so the inline backend does not show it a second time.
     """
     text = " ".join(str(alt or _default_alt(fig)).split()) or "chart"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100 * scale, bbox_inches="tight", facecolor="white")
+    blob = _chart_png(fig, 100 * scale)
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close(fig)
-    blob = _palette_png(buf.getvalue())
     width, height = _png_size(blob)
     png = base64.b64encode(blob).decode("ascii")
     _publish(
@@ -264,13 +262,38 @@ def chart(fig: Figure, *, alt: str | None = None, scale: int = CHART_SCALE) -> N
     )
 
 
-def _palette_png(png: bytes, colors: int = 64) -> bytes:
-    """The PNG with a palette of ``colors``: a chart's few flat colours and their anti-aliased
-    edges look the same, at about a quarter of the bytes of the full-colour image."""
+def _chart_png(fig: Figure, dpi: int, colors: int = 64) -> bytes:
+    """The figure as a PNG with a palette of ``colors``: a chart's few flat colours and their
+    anti-aliased edges look the same, at about a quarter of the bytes of full colour.
+
+    A figure with a layout engine (the chart helpers' ``constrained``) already fits its
+    canvas: it is drawn once, straight into the palette image. Others are saved with a tight
+    bounding box (drawn twice), as matplotlib does for the inline backend.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(png)) as image:
-        small = image.convert("RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
+    canvas = fig.canvas
+    if fig.get_layout_engine() is not None and hasattr(canvas, "buffer_rgba"):
+        before = fig.get_dpi()
+        fig.set_dpi(dpi)
+        try:
+            canvas.draw()
+            size = canvas.get_width_height(physical=True)
+            image = Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+            rgb = Image.alpha_composite(Image.new("RGBA", size, "white"), image).convert("RGB")
+        finally:
+            fig.set_dpi(before)
+    else:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+        with Image.open(io.BytesIO(buf.getvalue())) as saved:
+            rgb = saved.convert("RGB")
+    small = rgb.quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
+    palette = small.getpalette() or []
+    for i in range(0, len(palette) - 2, 3):  # the octree averages white to 254: make it white
+        if min(palette[i : i + 3]) >= 250:
+            palette[i : i + 3] = [255, 255, 255]
+    small.putpalette(palette)
     out = io.BytesIO()
     small.save(out, format="PNG")
     return out.getvalue()

@@ -36,6 +36,7 @@ import html
 import io
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,19 +276,28 @@ _DATA_URI = re.compile(
 )
 
 
-def _export(nb: Any) -> str:
+_EXPORTERS = threading.local()  # one exporter per thread: its templates compile once (~0.2 s)
+
+
+def _exporter() -> Any:
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
-        template_name="basic",
-        template_file="report_mail.html.j2",
-        extra_loaders=[DictLoader({"report_mail.html.j2": _TEMPLATE})],
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-    )
-    body, _ = exporter.from_notebook_node(nb)
+    exporter = getattr(_EXPORTERS, "exporter", None)
+    if exporter is None:
+        exporter = _EXPORTERS.exporter = HTMLExporter(
+            template_name="basic",
+            template_file="report_mail.html.j2",
+            extra_loaders=[DictLoader({"report_mail.html.j2": _TEMPLATE})],
+            exclude_input=True,
+            exclude_input_prompt=True,
+            exclude_output_prompt=True,
+        )
+    return exporter
+
+
+def _export(nb: Any) -> str:
+    body, _ = _exporter().from_notebook_node(nb)
     return _ANCHOR.sub("", str(body)).strip()
 
 
