@@ -26,6 +26,7 @@ def test_defaults_without_any_row(ws: Workspace) -> None:
         "render_time_limit",
         "render_output_limit",
         "render_loop_limit",
+        "soft_bounce_limit",
     ]
     assert all(s.is_default and s.updated_at is None for s in listed.values())
     assert stored_rows(ws) == []
