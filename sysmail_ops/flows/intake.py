@@ -151,6 +151,16 @@ class Accepted:
     error: str | None = None
 
 
+@dataclass(eq=False)
+class _Pending:
+    """One post's good events, waiting for the group commit that records them."""
+
+    source: str
+    fresh: list[tuple[Accepted, str]]
+    done: bool = False
+    error: BaseException | None = None
+
+
 class QueueFull(SysmailError):
     """More events are queued than the bound allows: the caller tries again later."""
 
@@ -194,6 +204,8 @@ class IntakeQueue:
         self.interval = interval
         self.options = options or SendOptions(max_attempts=2, backoff=0.5, workers=0)
         self._lock = threading.Lock()
+        self._leader = threading.Lock()  # held by the thread committing a group of posts
+        self._waiting: list[_Pending] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
@@ -250,33 +262,74 @@ class IntakeQueue:
             fresh.append((got, json.dumps(item.raw, default=str)))
         if not fresh:
             return answers
+        mine = _Pending(source, fresh)
         with self._lock:
-            if self.pending >= self.limit:  # full: no store visit at all
+            if self.pending >= self.limit:  # full: refused before any store visit
                 raise self._full()
-            now = utcnow()
-            with self.ws.store.transaction() as con:
-                for got, data in fresh:
-                    row = con.execute(
-                        "INSERT INTO event_intake (source, event_id, body, received_at, state) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                        [source, got.id, data, now, QUEUED],
-                    ).fetchone()
-                    if row is None:
-                        old = con.execute(
-                            "SELECT coalesce(status, state) FROM event_intake "
-                            "WHERE source = ? AND event_id = ?",
-                            [source, got.id],
-                        ).fetchone()
-                        got.redelivered, got.status = True, old[0] if old else QUEUED
-                    else:
-                        got.status = QUEUED
-                added = sum(1 for got, _ in fresh if not got.redelivered)
-                if self.pending + added > self.limit:
-                    raise self._full()  # rolled back: nothing written
-            self.pending += added
-        if added:
+            self._waiting.append(mine)
+        # Group commit: one thread at a time commits every post waiting by then in one
+        # transaction; a post whose events a previous leader committed just returns.
+        with self._leader:
+            if not mine.done:
+                with self._lock:
+                    group, self._waiting = self._waiting, []
+                self._commit(group)
+        if mine.error is not None:
+            raise mine.error
+        if any(not got.redelivered for got, _ in fresh):
             self._wake.set()
         return answers
+
+    def _commit(self, group: list[_Pending]) -> None:
+        """Record the events of several posts in one transaction (the caller is the leader)."""
+        try:
+            now = utcnow()
+            with self.ws.store.transaction() as con:
+                keys = [(p.source, got.id) for p in group for got, _ in p.fresh]
+                known = {
+                    (src, eid): status
+                    for src, eid, status in con.execute(
+                        "SELECT e.source, e.event_id, coalesce(e.status, e.state) "
+                        "FROM event_intake e JOIN (SELECT unnest(?::VARCHAR[]) AS s, "
+                        "unnest(?::VARCHAR[]) AS i) k ON e.source = k.s AND e.event_id = k.i",
+                        [[k[0] for k in keys], [k[1] for k in keys]],
+                    ).fetchall()
+                }
+                rows: list[tuple[str, str, str]] = []
+                room = self.limit - self.pending
+                for p in group:
+                    new: list[tuple[str, str, str]] = []
+                    for got, data in p.fresh:
+                        key = (p.source, got.id or "")
+                        if key in known:
+                            got.redelivered, got.status = True, known[key]
+                        else:
+                            known[key] = got.status = QUEUED
+                            new.append((p.source, key[1], data))
+                    if len(new) > room:
+                        p.error = self._full()
+                        for source, eid, _ in new:
+                            del known[(source, eid)]
+                        continue
+                    room -= len(new)
+                    rows += new
+                if rows:
+                    con.execute(
+                        "INSERT INTO event_intake (source, event_id, body, received_at, state) "
+                        "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+                        "unnest(?::VARCHAR[]), ?, ?",
+                        [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now,
+                         QUEUED],
+                    )  # fmt: skip
+            with self._lock:
+                self.pending += len(rows)
+        except BaseException as exc:
+            for p in group:
+                p.error = p.error or exc
+            raise
+        finally:
+            for p in group:
+                p.done = True
 
     def _full(self) -> QueueFull:
         return QueueFull(
@@ -330,8 +383,12 @@ class IntakeQueue:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                while not self._stop.is_set() and self.work_once():
-                    pass
+                # A full batch goes at once; a partial one waits up to ``interval`` for more
+                # (the batch's own cost, mostly fixed, is shared by more events), unless the
+                # queue was idle: then the first events go at once.
+                while not self._stop.is_set() and (done := self.work_once()):
+                    if done < self.batch:
+                        self._stop.wait(self.interval)
             except SysmailError as exc:  # the store busy, say: the rows stay queued
                 log.warning("intake worker: %s; trying again", exc)
                 self._stop.wait(1.0)

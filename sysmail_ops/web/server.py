@@ -606,6 +606,7 @@ class SurveyServer(ThreadingHTTPServer):
     ``max_connections`` at once (the excess gets a 503 at once, and no thread)."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (stdlib: 5): a burst of posters is not reset
 
     def __init__(
         self,
