@@ -14,8 +14,7 @@ processes (so each peak RSS is its own):
 
 Reported: messages/s of the first fetch and of the loop (and their ratio),
 seconds of the no-op fetch, peak RSS (ru_maxrss) and, for the archive,
-Python's own peak during the fetch (tracemalloc in a separate, slower run, pandas
-imported before it starts).
+Python's own peak during the fetch (tracemalloc, in a separate, slower run).
 Run: ``python bench/bench_imap_fetch.py [-n 10000] [--runs 3]``.
 """
 
@@ -55,8 +54,6 @@ def child_archive(args: argparse.Namespace) -> dict[str, Any]:
     trace = args.tracemalloc
     if trace:
         import tracemalloc
-
-        import pandas  # noqa: F401 - its one-time import (~30 MB) is not the fetch's memory
 
         tracemalloc.start()
     t0 = time.perf_counter()
