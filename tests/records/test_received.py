@@ -351,3 +351,23 @@ def test_an_account_without_a_password_says_how_to_give_one(
     accounts.edit_account(ws, "service", clear_password=True)
     [res] = received.fetch(ws)
     assert res.error is not None and "archive imap-login service" in res.error
+
+
+def test_two_fetch_processes_at_once_archive_each_message_once(
+    ws: Workspace, dovecot: Dovecot, mailbox: str
+) -> None:
+    """Cron every minute and a person at the terminal: two real processes, one mailbox."""
+    bind_mailbox(ws, dovecot, mailbox)
+    n = 400
+    dovecot.append(mailbox, [message(i) for i in range(n)])
+    cmd = [sys.executable, "-m", "sysmail_ops", "--home", str(ws.home), "archive", "fetch"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ids = [r["message_id"] for r in rows(ws)]
+    assert len(ids) == n and len(set(ids)) == n
+    # One did the work; the other either found it running or found nothing new left.
+    assert (
+        any(f"INBOX {n} new" in o for o in outs)
+        or sum(int(o.split("INBOX ")[1].split()[0]) for o in outs if "INBOX " in o) == n
+    )
