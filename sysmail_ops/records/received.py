@@ -267,6 +267,7 @@ def fetch(
     """
     since_date = parse_since(since)
     names = _check_folders(folders)
+    _sweep_spool(ws)
     if accounts:
         chosen = [get_account(ws, n) for n in dict.fromkeys(accounts)]
     else:
@@ -290,6 +291,24 @@ def fetch(
                 continue
             results.append(_fetch_account(ws, account, names, since_date, timeout))
     return results
+
+
+SPOOL_KEEP = timedelta(hours=6)
+
+
+def _sweep_spool(ws: Workspace) -> None:
+    """Remove what a fetch killed midway left in the spool (a part-read message, a batch file).
+
+    Only files older than any fetch runs: another account's fetch may be using newer ones.
+    """
+    folder = ws.archive_dir / "received" / "spool"
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - SPOOL_KEEP.total_seconds()
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def _spool_opener(

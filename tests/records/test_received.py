@@ -371,3 +371,18 @@ def test_two_fetch_processes_at_once_archive_each_message_once(
         any(f"INBOX {n} new" in o for o in outs)
         or sum(int(o.split("INBOX ")[1].split()[0]) for o in outs if "INBOX " in o) == n
     )
+
+
+def test_what_a_killed_fetch_left_in_the_spool_is_swept(
+    ws: Workspace, dovecot: Dovecot, mailbox: str
+) -> None:
+    bind_mailbox(ws, dovecot, mailbox)
+    spool = ws.archive_dir / "received" / "spool"
+    spool.mkdir(parents=True)
+    old, new = spool / "dead.part", spool / "rows-live.jsonl"
+    old.write_bytes(b"half a message")
+    new.write_bytes(b"{}")
+    week_ago = time.time() - 7 * DAY
+    os.utime(old, (week_ago, week_ago))
+    received.fetch(ws)
+    assert not old.exists() and new.exists()  # a newer one may be another fetch's
