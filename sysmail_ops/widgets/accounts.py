@@ -19,6 +19,7 @@ from sysmail_ops.config import oauth
 from sysmail_ops.config import providers as presets
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import LimitError, ValidationError
+from sysmail_ops.records import received
 from sysmail_ops.sending import connection_test as conntest
 from sysmail_ops.widgets.common import error_text, guarded, message, status_line
 
@@ -250,6 +251,7 @@ class EmailManagement(w.VBox):
         found = api.list_accounts(self.ws)
         used, limit = api.usage(self.ws)
         self.usage.value = f"<b>{used} of {limit} used</b>"
+        fetched = {r["account"]: r for r in received.status(self.ws)}
         rows = []
         for a in found:
             tests = conntest.recent_tests(self.ws, a.name, 1)
@@ -267,6 +269,7 @@ class EmailManagement(w.VBox):
                 _on_off(a.sent_archiving),
                 _on_off(a.received_archiving),
                 verdict,
+                _fetch_cell(a.received_archiving, fetched.get(a.name)),
             ]
             rows.append(
                 "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
@@ -281,9 +284,10 @@ class EmailManagement(w.VBox):
                 "Sent archiving",
                 "Received archiving",
                 "Last test",
+                "Last fetch (IMAP)",
             )
         )
-        body = "".join(rows) or '<tr><td colspan="7">no system email bound yet</td></tr>'
+        body = "".join(rows) or '<tr><td colspan="8">no system email bound yet</td></tr>'
         self.table.value = (
             '<table class="sysmail-accounts" style="border-collapse:collapse" border="1" '
             f'cellpadding="4"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -659,3 +663,16 @@ class EmailManagement(w.VBox):
         self._load(None)
         used, limit = api.usage(self.ws)
         message(self.status, f"removed {name}; {used} of {limit} used", "ok")
+
+
+def _fetch_cell(on: bool, st: dict[str, Any] | None) -> str:
+    """Received archiving's last fetch for the table: when and how much, or its error."""
+    if not on:
+        return "-"
+    if st is None or st["last_fetch_at"] is None:
+        return "never fetched (sysmail-ops archive fetch)"
+    when = str(st["last_fetch_at"])[:16] + " UTC"
+    ok_at, err_at = st["last_ok_at"], st["last_error_at"]
+    if st["last_error"] and (ok_at is None or (err_at is not None and err_at >= ok_at)):
+        return f"FAILED {when}: {str(st['last_error'])[:120]}"
+    return f"{when}, {st['last_fetched'] or 0} new, {st['total_fetched']} in all"
