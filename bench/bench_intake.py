@@ -8,7 +8,9 @@ of its two mails is read from the send log (``sent_at`` is journalled as the rep
 arrives; same machine, same clock). Sustained events/s is N over the time from the first
 POST to the last 250. In the same run, M events go through one ``sysmail-ops notify``
 CLI call each (the way a webhook relay without the intake would call it); the ratio is
-intake events/s over that. Run: ``python bench/bench_intake.py [-n 3000] [-m 20] [--runs 3]``.
+intake events/s over that. ``--rate R`` paces the posters to R events/s in all (an open
+loop): the latency at a load below the ceiling, rather than with the queue filling up.
+Run: ``python bench/bench_intake.py [-n 3000] [-m 20] [--runs 3] [--rate 0]``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def call(port: int, token: str, method: str, path: str, body: str | None = None)
         conn.close()
 
 
-def intake_run(home: Path, n: int) -> dict[str, float]:
+def intake_run(home: Path, n: int, rate: float = 0) -> dict[str, float]:
     ws = Workspace.open(home)
     token = intake.add_source(ws, "bench")
     proc, port = serve(home, limit=max(10_000, n))
@@ -109,6 +111,8 @@ def intake_run(home: Path, n: int) -> dict[str, float]:
 
     def poster(first: int) -> None:
         for i in range(first, n, POSTERS):
+            if rate:  # an open loop: event i is due at i / rate seconds
+                time.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
             ev = event(i, "h-")
             body = json.dumps(ev)
             while True:
@@ -120,8 +124,8 @@ def intake_run(home: Path, n: int) -> dict[str, float]:
             with lock:
                 started[ev["id"]], codes[ev["id"]] = t, code
 
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         threads = [threading.Thread(target=poster, args=(k,)) for k in range(POSTERS)]
         for th in threads:
             th.start()
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=3000, help="events posted to serve (3000)")
     parser.add_argument("-m", type=int, default=20, help="events, one notify call each (20)")
     parser.add_argument("--runs", type=int, default=3, help="runs (3)")
+    parser.add_argument("--rate", type=float, default=0, help="events/s offered; 0: flat out")
     args = parser.parse_args()
     sink, port = start_sink()
     print(
@@ -187,7 +192,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
                 home = Path(tmp) / "ws"
                 setup(home, port)
-                got = intake_run(home, args.n)
+                got = intake_run(home, args.n, args.rate)
                 one = cli_run(home, args.m)
                 print(
                     f"{r:>3} {got['p50']:>13.1f} {got['p99']:>8.1f} {got['max']:>8.1f} "

@@ -383,12 +383,14 @@ class IntakeQueue:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                # A full batch goes at once; a partial one waits up to ``interval`` for more
-                # (the batch's own cost, mostly fixed, is shared by more events), unless the
+                # A full batch goes at once; after a partial one the next starts ``interval``
+                # after it began (its cost, mostly fixed, is shared by more events), unless the
                 # queue was idle: then the first events go at once.
+                began = time.monotonic()
                 while not self._stop.is_set() and (done := self.work_once()):
                     if done < self.batch:
-                        self._stop.wait(self.interval)
+                        self._stop.wait(max(0.0, began + self.interval - time.monotonic()))
+                    began = time.monotonic()
             except SysmailError as exc:  # the store busy, say: the rows stay queued
                 log.warning("intake worker: %s; trying again", exc)
                 self._stop.wait(1.0)
