@@ -44,8 +44,10 @@ __all__ = [
     "QUEUE_LIMIT",
     "Accepted",
     "IntakeQueue",
+    "QueueFull",
     "Source",
     "add_source",
+    "authenticate",
     "list_sources",
     "revoke_source",
 ]
