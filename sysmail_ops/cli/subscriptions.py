@@ -82,6 +82,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "minutes (exit 1 when a run failed or a recipient was not delivered)",
     )
     _run_options(due)
+    due.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the report notebooks on this Dask scheduler (tcp://HOST:8786; 'local': the "
+        "local pool); default: the report_cluster setting",
+    )
+    due.add_argument(
+        "--fallback",
+        choices=["local"],
+        help="when the scheduler cannot be reached, run the reports locally instead of failing",
+    )
     due.set_defaults(handler=cmd_run_due)
 
     runs = acts.add_parser("runs", help="run history: one row per slot and parameter set")
@@ -391,7 +402,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_run_due(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    results = subscription_runs.run_due(ws, now=_now(args.now), workers=args.workers, out=print)
+    results = subscription_runs.run_due(
+        ws,
+        now=_now(args.now),
+        workers=args.workers,
+        out=print,
+        cluster=args.cluster,
+        fallback=args.fallback,
+    )
     if not results and results.retried is None:
         print("nothing due")
     return _exit(results)

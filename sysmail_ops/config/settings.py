@@ -98,6 +98,24 @@ def _days(name: str, low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
+def _cluster(value: Any) -> str:
+    """A Dask scheduler address (``tcp://host:8786``, ``tls://...``), or "" for the local pool."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValidationError(
+            "report_cluster must be tcp://HOST:PORT or tls://HOST:PORT (or empty),"
+            f" got {text[:80]!r}"
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValidationError(f"report_cluster has a bad port: {text[:80]!r}") from None
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Definition:
     """One known setting: its default, its check and what it is for."""
@@ -155,6 +173,13 @@ DEFINITIONS: dict[str, Definition] = {
             _whole("soft_bounce_limit", "bounces", 1, 1000),
             "soft bounces (4.x.x) of one address within 7 days that put it on the "
             "suppression list, as one hard bounce does",
+        ),
+        Definition(
+            "report_cluster",
+            "",
+            _cluster,
+            "the Dask scheduler (tcp://HOST:8786) that `subscriptions run-due` runs report "
+            "notebooks on; empty: the local worker pool",
         ),
     )
 }

@@ -17,7 +17,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sysmail_ops.config.workspace import Workspace
@@ -163,3 +163,37 @@ def _swap_days(target: Path, made: Path, first: date, last: date) -> list[str]:
             removed.append(f"{target.name}/{name}")
         day += timedelta(days=1)
     return removed
+
+
+# --- a window of the log for a report run elsewhere (a Dask worker has no workspace) ------
+
+
+def log_extract(ws: Workspace, since: datetime | None, until: datetime | None = None) -> bytes:
+    """The send log rows queued in ``[since, until)`` (naive UTC; None: open) as Parquet bytes:
+    what a report that reads the log gets when it runs on a cluster worker."""
+    import tempfile
+
+    fold_orphans(ws)
+    with tempfile.TemporaryDirectory(prefix="sysmail-extract-") as tmp:
+        path = Path(tmp) / "send_log.parquet"
+        with ws.store.connect(read_only=True) as con, private.private_umask():
+            con.execute(
+                "COPY (SELECT * FROM send_log WHERE queued_at >= coalesce(?, queued_at)"  # noqa: S608
+                " AND queued_at < coalesce(?, queued_at + INTERVAL 1 SECOND) ORDER BY id)"
+                f" TO '{_quoted(path)}' (FORMAT PARQUET)",
+                [since, until],
+            )
+        return path.read_bytes()
+
+
+def open_log_extract(path: str | os.PathLike[str]) -> Workspace:
+    """A scratch workspace beside ``path`` whose send log is that extract (``log_extract``):
+    the analytics questions run on it as on the real one. Nothing else is in it."""
+    source = Path(path)
+    if not source.is_file():
+        raise ValidationError(f"log extract {source} does not exist")
+    scratch, _ = Workspace.init(source.parent / f"{source.stem}-workspace")
+    with scratch.store.transaction() as con:
+        con.execute("DELETE FROM send_log")
+        con.execute("INSERT INTO send_log BY NAME SELECT * FROM read_parquet(?)", [str(source)])
+    return scratch

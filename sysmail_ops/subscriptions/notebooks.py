@@ -263,6 +263,7 @@ def execute_report(
     kernel_name: str | None = None,
     start_timeout: float = 60,
     defaults: Mapping[str, Any] | None = None,
+    render: bool = True,
 ) -> ReportRun:
     """Run a report notebook into ``run_dir`` and render it; never raises for a failing report.
 
@@ -275,7 +276,8 @@ def execute_report(
     The kernel is ``kernel_name``, by default ``python3`` checked to run this
     environment's interpreter. Everything that goes wrong (missing notebook,
     unknown parameter, an exception in a cell, a timeout, a dead kernel, a
-    render error) comes back as ``ReportRun(ok=False, error=...)``.
+    render error) comes back as ``ReportRun(ok=False, error=...)``. ``render=False``
+    leaves the rendering to the caller (a cluster worker: the mailer host renders).
     """
     params = dict(parameters or {})
     folder = Path(run_dir)
@@ -297,7 +299,7 @@ def execute_report(
         private.make_dirs(folder)
     except (ValidationError, OSError) as exc:
         return ReportRun(False, None, error=str(exc), parameters=params)
-    return _run(path, folder, params, kernel, timeout, start_timeout)
+    return _run(path, folder, params, kernel, timeout, start_timeout, render=render)
 
 
 class _Deadline:
@@ -365,6 +367,8 @@ def _run(
     kernel: str,
     timeout: float | None,
     start_timeout: float,
+    *,
+    render: bool = True,
 ) -> ReportRun:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -410,7 +414,9 @@ def _run(
         run.execute_seconds = round(time.monotonic() - began, 3)
     if not out_nb.exists():
         run.output_notebook = None
-    if run.error is None:
+    if run.error is None and not render:
+        run.ok = True
+    elif run.error is None:
         try:
             run.output = render_report(out_nb, folder, title=path.stem.replace("_", " "))
         except Exception as exc:  # a render failure fails the run, not the caller

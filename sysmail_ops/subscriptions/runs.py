@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sysmail_ops.config.settings import DEFINITIONS, get_setting
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SysmailError, ValidationError
 from sysmail_ops.mail.mime import Attachment
@@ -39,6 +40,7 @@ from sysmail_ops.sending import batch as sending
 from sysmail_ops.sending import retry
 from sysmail_ops.store.database import utcnow
 from sysmail_ops.subscriptions import attachments as fitting
+from sysmail_ops.subscriptions import cluster as dask_cluster
 from sysmail_ops.subscriptions import notebooks as reports
 from sysmail_ops.subscriptions import schedule
 from sysmail_ops.subscriptions.model import (
@@ -207,23 +209,47 @@ def run_due(
     now: datetime | None = None,
     workers: int = 2,
     out: Callable[[str], object] | None = None,
+    cluster: str | None = None,
+    fallback: str | None = None,
 ) -> DueResults:
     """Run every enabled subscription's due slot, then re-send the deferred subscription mail
     whose next attempt is due (past slots' too). Safe to call from cron every few minutes.
 
     A recipient refused for good (5xx) is not retried here: ``run_now`` mails the slot's
     missed recipients again.
+
+    ``cluster`` (a Dask scheduler address; default: the ``report_cluster`` setting, "local"
+    for the local pool) runs the notebooks there (``subscriptions.cluster``). A scheduler
+    that cannot be reached is one line to ``out`` and fails the due slots' runs (the owner
+    is told), or, with ``fallback="local"``, runs them in the local pool.
     """
+    if fallback not in (None, "local"):
+        raise ValidationError(f"fallback must be 'local' or none, got {fallback!r}")
     now = now or utcnow()
     results = DueResults()
-    for s in list_subscriptions(ws, enabled_only=True):
-        slot = due_slot(ws, s, now)
-        if slot is None:
-            continue
-        result = run_slot(ws, s, slot, workers=workers, trigger="schedule")
-        if out:
-            out(result.summary())
-        results.append(result)
+    due = [(s, slot) for s in list_subscriptions(ws, enabled_only=True)
+           if (slot := due_slot(ws, s, now)) is not None]  # fmt: skip
+    address = get_setting(ws, "report_cluster") if cluster is None else cluster.strip()
+    if address and address != "local":
+        address = DEFINITIONS["report_cluster"].check(address)  # a typo: one line, exit 2
+    executor: dask_cluster.Cluster | dask_cluster.ClusterError | None = None
+    if due and address and address != "local":
+        try:
+            executor = dask_cluster.connect(address)
+        except dask_cluster.ClusterError as exc:
+            tail = "running the reports locally" if fallback == "local" else "the runs fail"
+            if out:
+                out(f"{exc}: {tail}")
+            executor = None if fallback == "local" else exc
+    try:
+        for s, slot in due:
+            result = run_slot(ws, s, slot, workers=workers, trigger="schedule", executor=executor)
+            if out:
+                out(result.summary())
+            results.append(result)
+    finally:
+        if isinstance(executor, dask_cluster.Cluster):
+            executor.close()
     retried = retry.retry_deferred(ws, now=now, key_prefix=KEY_PREFIX)
     if retried.counts or retried.busy:
         results.retried = retried
@@ -264,8 +290,13 @@ def run_slot(
     workers: int = 2,
     trigger: str = "schedule",
     rerun: bool = False,
+    executor: dask_cluster.Cluster | dask_cluster.ClusterError | None = None,
 ) -> SlotResult:
-    """Claim ``slot``, run one notebook per parameter set, mail, record, tell the owner."""
+    """Claim ``slot``, run one notebook per parameter set, mail, record, tell the owner.
+
+    ``executor``: None runs the notebooks in a local pool of ``workers``; a ``Cluster`` runs
+    them there; a ``ClusterError`` (the scheduler could not be reached) fails each run with it.
+    """
     if workers < 1:
         raise ValidationError(f"workers must be at least 1, got {workers}")
     me = _me()
@@ -280,7 +311,52 @@ def run_slot(
         g.output_path = str(_run_dir(ws, s, slot, n, key))
         result.groups.append(g)
         _record_start(ws, s, slot, g, trigger)
-    with ThreadPoolExecutor(max_workers=min(workers, len(sets)) or 1) as pool:
+    if executor is not None:
+        _run_elsewhere(ws, s, slot, result.groups, executor)
+    else:
+        _run_here(ws, s, slot, result.groups, workers)
+    failed = [g for g in result.groups if g.status == "failed"]
+    if failed:
+        result.owner_notified = _notify_owner(ws, s, slot, failed)
+    oversize = [line for g in result.groups for line in g.oversize]
+    if oversize:
+        told = _notify_owner_sizes(ws, s, slot, oversize)
+        result.owner_notified = result.owner_notified or told
+    _finish_claim(ws, s.name, slot, me)
+    return result
+
+
+def _run_elsewhere(
+    ws: Workspace,
+    s: Subscription,
+    slot: datetime,
+    groups: list[GroupResult],
+    executor: dask_cluster.Cluster | dask_cluster.ClusterError,
+) -> None:
+    """The notebooks on the cluster; delivery here, in the order of the parameter sets."""
+    if isinstance(executor, dask_cluster.ClusterError):
+        for g in groups:
+            _deliver_group(ws, s, slot, g, ReportRun(False, None, error=str(executor)))
+        return
+    try:
+        tasks = dask_cluster.submit(
+            executor, ws, s.notebook, [(g.run_id, g.parameters) for g in groups],
+            timeout=s.timeout, defaults=dict(s.report_defaults()),
+        )  # fmt: skip
+    except SysmailError as exc:
+        for g in groups:
+            _deliver_group(ws, s, slot, g, ReportRun(False, None, error=str(exc)))
+        return
+    for g, task in zip(groups, tasks, strict=True):
+        run = dask_cluster.collect(task, g.output_path or "", g.parameters)
+        _deliver_group(ws, s, slot, g, run)
+
+
+def _run_here(
+    ws: Workspace, s: Subscription, slot: datetime, groups: list[GroupResult], workers: int
+) -> None:
+    """The notebooks in a local pool of ``workers`` kernels; delivery in this thread."""
+    with ThreadPoolExecutor(max_workers=min(workers, len(groups)) or 1) as pool:
         futures: list[Future[ReportRun]] = [
             pool.submit(  # execute_report closes the event loop papermill opens in the thread
                 reports.execute_report,
@@ -291,21 +367,12 @@ def run_slot(
                 timeout=s.timeout,
                 defaults=s.report_defaults(),
             )
-            for g in result.groups
+            for g in groups
         ]
         # Deliver in the order of the parameter sets, as each run completes, in this thread.
-        for g, fut in zip(result.groups, futures, strict=True):
+        for g, fut in zip(groups, futures, strict=True):
             run = fut.result()
             _deliver_group(ws, s, slot, g, run)
-    failed = [g for g in result.groups if g.status == "failed"]
-    if failed:
-        result.owner_notified = _notify_owner(ws, s, slot, failed)
-    oversize = [line for g in result.groups for line in g.oversize]
-    if oversize:
-        told = _notify_owner_sizes(ws, s, slot, oversize)
-        result.owner_notified = result.owner_notified or told
-    _finish_claim(ws, s.name, slot, me)
-    return result
 
 
 def report_record(

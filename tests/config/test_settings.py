@@ -27,7 +27,9 @@ def test_defaults_without_any_row(ws: Workspace) -> None:
         "render_output_limit",
         "render_loop_limit",
         "soft_bounce_limit",
+        "report_cluster",
     ]
+    assert settings.get_setting(ws, "report_cluster") == ""  # the local pool
     assert all(s.is_default and s.updated_at is None for s in listed.values())
     assert stored_rows(ws) == []
 
@@ -66,6 +68,10 @@ def test_set_reads_back_typed_and_reset_restores_the_default(ws: Workspace) -> N
         ("survey_token_days", "1.5", "whole number"),
         ("survey_token_days", True, "whole number"),
         ("survey_quiet_days", "-1", "from 0 to 3650"),
+        ("report_cluster", "http://sched:8786", "tcp://HOST:PORT or tls://HOST:PORT"),
+        ("report_cluster", "sched:8786", "tcp://HOST:PORT or tls://HOST:PORT"),
+        ("report_cluster", "tcp://sched:8786/x", "tcp://HOST:PORT or tls://HOST:PORT"),
+        ("report_cluster", "tcp://sched:99999", "bad port"),
     ],
 )
 def test_bad_values_are_refused_and_write_nothing(
@@ -75,6 +81,13 @@ def test_bad_values_are_refused_and_write_nothing(
         settings.set_setting(ws, name, value)
     assert stored_rows(ws) == []
     assert settings.get_setting(ws, name) == settings.DEFINITIONS[name].default
+
+
+def test_report_cluster_takes_a_scheduler_address(ws: Workspace) -> None:
+    assert settings.set_setting(ws, "report_cluster", " tcp://10.0.0.5:8786 ") == (
+        "tcp://10.0.0.5:8786"
+    )
+    assert settings.set_setting(ws, "report_cluster", "") == ""
 
 
 def test_unknown_setting(ws: Workspace) -> None:
