@@ -194,3 +194,8 @@ def test_serve_killed_mid_burst_mails_every_202_and_logs_each_send_once(
             "SELECT delivery_key, count(*) FROM send_log WHERE status = 'sent' GROUP BY 1"
         ).fetchall()
     assert all(c == 1 for _, c in rows) and len(rows) == len(got)
+
+
+def test_serve_with_a_bad_queue_limit_exit_2(run: Run) -> None:
+    code, out, err = run("serve", "--port", "0", "--queue-limit", "0")
+    assert (code, out) == (2, "") and "queue limit" in err and err.count("\n") == 1
