@@ -1,6 +1,7 @@
 """Ops analytics over a year of log: DuckDB (analytics.ops) vs pandas; notebook 04; explorer.
 
     .venv/bin/python bench/bench_analytics.py [--rows 5000000] [--runs 3] [--workspace DIR]
+        [--only duckdb|pandas|notebook|explorer ...]
 
 Builds a synthetic workspace (``--rows`` send-log rows over 365 days, 10
 accounts, 30 templates, 8 use cases, 500 domains; ~5 % of deliveries deferred
@@ -328,6 +329,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workspace", help="build (or reuse) the synthetic workspace here")
+    ap.add_argument(
+        "--only", nargs="+", choices=list(SIDES), help="run only these parts (default: all)"
+    )
     ap.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -336,41 +340,60 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
         home = Path(args.workspace) if args.workspace else Path(tmp) / "ws"
         build(home, args.rows)
+        parts = set(args.only or SIDES)
         runs = []
         for n in range(1, args.runs + 1):
-            r = {side: run_side(side, home) for side in SIDES}
+            r = {side: run_side(side, home) for side in SIDES if side in parts}
             runs.append(r)
-            d, p, nb = r["duckdb"], r["pandas"], r["notebook"]
-            agree = d["check"] == p["check"]
+            print(f"run {n}:")
+            report(r)
+        if {"duckdb", "pandas", "notebook"} <= parts:
+            med = statistics.median
             print(
-                f"run {n}: all ops questions: duckdb {d['seconds']:.2f} s, "
-                f"{d['maxrss_mb']:,.0f} MB peak | pandas {p['seconds']:.2f} s "
-                f"(load {p['load_seconds']:.2f} s), {p['maxrss_mb']:,.0f} MB peak | "
-                f"pandas/duckdb time {p['seconds'] / d['seconds']:.1f}x, "
-                f"memory {p['maxrss_mb'] / d['maxrss_mb']:.1f}x | answers agree: {agree}"
+                f"median of {len(runs)} runs: "
+                f"duckdb {med(r['duckdb']['seconds'] for r in runs):.2f} s, "
+                f"pandas {med(r['pandas']['seconds'] for r in runs):.2f} s, "
+                f"ratio {med(r['pandas']['seconds'] / r['duckdb']['seconds'] for r in runs):.1f}x; "
+                f"notebook {med(r['notebook']['seconds'] for r in runs):.1f} s, "
+                f"kernel {med(r['notebook']['kernel_maxrss_mb'] for r in runs):,.0f} MB"
             )
-            if not agree:
-                print("  duckdb:", json.dumps(d["check"])[:600])
-                print("  pandas:", json.dumps(p["check"])[:600])
-            print(
-                f"  notebook 04 over the whole log: {nb['seconds']:.1f} s, "
-                f"kernel peak {nb['kernel_maxrss_mb']:,.0f} MB (goal < 20 s, < 1,536 MB)"
-            )
-            pages = r["explorer"]
-            worst = max(v["ms"] for k, v in pages.items() if k != "maxrss_mb")
-            print(
-                "  explorer page (25 rows + count, median of 5): "
-                + ", ".join(f"{k} {v['ms']:.0f} ms" for k, v in pages.items() if k != "maxrss_mb")
-                + f" | worst {worst:.0f} ms (goal < 300 ms)"
-            )
-        med = statistics.median
+
+
+def report(r: dict[str, Any]) -> None:
+    """Print one run's figures (only the parts that ran)."""
+    if "duckdb" in r and "pandas" in r:
+        d, p = r["duckdb"], r["pandas"]
+        agree = d["check"] == p["check"]
         print(
-            f"median of {len(runs)} runs: "
-            f"duckdb {med(r['duckdb']['seconds'] for r in runs):.2f} s, "
-            f"pandas {med(r['pandas']['seconds'] for r in runs):.2f} s, "
-            f"ratio {med(r['pandas']['seconds'] / r['duckdb']['seconds'] for r in runs):.1f}x; "
-            f"notebook {med(r['notebook']['seconds'] for r in runs):.1f} s, "
-            f"kernel {med(r['notebook']['kernel_maxrss_mb'] for r in runs):,.0f} MB"
+            f"  all ops questions: duckdb {d['seconds']:.2f} s, "
+            f"{d['maxrss_mb']:,.0f} MB peak | pandas {p['seconds']:.2f} s "
+            f"(load {p['load_seconds']:.2f} s), {p['maxrss_mb']:,.0f} MB peak | "
+            f"pandas/duckdb time {p['seconds'] / d['seconds']:.1f}x, "
+            f"memory {p['maxrss_mb'] / d['maxrss_mb']:.1f}x | answers agree: {agree}"
+        )
+        if not agree:
+            print("  duckdb:", json.dumps(d["check"])[:600])
+            print("  pandas:", json.dumps(p["check"])[:600])
+    elif "duckdb" in r or "pandas" in r:
+        for side in ("duckdb", "pandas"):
+            if side in r:
+                print(
+                    f"  all ops questions, {side}: {r[side]['seconds']:.2f} s, "
+                    f"{r[side]['maxrss_mb']:,.0f} MB peak"
+                )
+    if "notebook" in r:
+        nb = r["notebook"]
+        print(
+            f"  notebook 04 over the whole log: {nb['seconds']:.1f} s, "
+            f"kernel peak {nb['kernel_maxrss_mb']:,.0f} MB (goal < 20 s, < 1,536 MB)"
+        )
+    if "explorer" in r:
+        pages = r["explorer"]
+        worst = max(v["ms"] for k, v in pages.items() if k != "maxrss_mb")
+        print(
+            "  explorer page (25 rows + count, median of 5): "
+            + ", ".join(f"{k} {v['ms']:.0f} ms" for k, v in pages.items() if k != "maxrss_mb")
+            + f" | worst {worst:.0f} ms (goal < 300 ms)"
         )
 
 

@@ -2,8 +2,12 @@
 
 Everything is asked of DuckDB a page at a time: a filter becomes a WHERE
 clause, a page is ``ORDER BY id DESC LIMIT size OFFSET ...`` plus one count,
-so the log is never loaded whole. Each call opens the store, asks, and closes
-it: nothing stays open between two clicks of the explorer.
+so the log is never loaded whole. The log's count is capped, as log explorers
+do: a short page gives the exact total for free, otherwise rows are counted
+only up to ``COUNT_CAP`` (or the current page), and beyond it the page says
+"more than 1,000" instead of scanning millions of rows for an exact figure.
+Each call opens the store, asks, and closes it: nothing stays open between
+two clicks of the explorer.
 
 Filters are checked before any query: a bad value (an unknown status, a
 malformed address, a page of 0) is one ``ValidationError`` naming the field.
@@ -54,6 +58,7 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 500
+COUNT_CAP = 1000  # the log explorer counts matching rows up to here ("more than 1,000")
 PAGE_COLUMNS = [
     "id", "queued_at", "account", "template", "use_case", "recipient", "subject", "status",
     "smtp_code", "attempt", "delivery_key",
@@ -205,16 +210,25 @@ def log_filter(
 
 @dataclass(frozen=True)
 class Page:
-    """One page of rows: ``rows`` (a DataFrame), ``total`` matching, ``page`` (1-based)."""
+    """One page of rows: ``rows`` (a DataFrame), ``total`` matching, ``page`` (1-based).
+
+    ``capped``: more than ``total`` rows match (the count stopped there).
+    """
 
     rows: pd.DataFrame
     total: int
     page: int
     size: int
+    capped: bool = False
 
     @property
     def pages(self) -> int:
+        """Pages known to hold rows (more may follow when ``capped``)."""
         return max(1, -(-self.total // self.size))
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages or self.capped
 
     @property
     def first(self) -> int:
@@ -229,7 +243,9 @@ class Page:
         if not self.total:
             return "no rows match"
         span = f"rows {self.first:,}-{self.last:,}" if self.rows.size else "no rows here"
-        return f"{span} of {self.total:,} (page {self.page} of {self.pages})"
+        if self.capped:
+            return f"{span} of more than {self.total:,} (page {self.page} of {self.pages:,}+)"
+        return f"{span} of {self.total:,} (page {self.page} of {self.pages:,})"
 
 
 def _paging(page: int, size: int) -> tuple[int, int]:
@@ -247,26 +263,62 @@ def log_page(
     size: int = 50,
     *,
     total: int | None = None,
+    count_cap: int = COUNT_CAP,
 ) -> Page:
     """Page ``page`` of the rows matching ``flt``, newest first (``PAGE_COLUMNS``).
 
-    ``total``: the count a previous page of the same filter gave, so that paging
-    on does not count again.
+    ``total``: the exact count a previous page of the same filter gave, so that
+    paging on does not count again. The count is exact up to ``count_cap`` rows
+    (or up to the end of this page, when further): beyond it the page is
+    ``capped`` and ``total`` is the cap, read "more than ``total``". A page
+    shorter than ``size`` is the last one, so its total is known without counting.
     """
     page, size = _paging(page, size)
+    if not isinstance(count_cap, int) or isinstance(count_cap, bool) or count_cap < 1:
+        raise ValidationError(f"count cap must be a whole number of 1 or more, got {count_cap!r}")
     where, params = (flt or LogFilter()).where()
+    offset = (page - 1) * size
+    limit = max(count_cap, offset + size) + 1  # rows counted at most
+    columns = ", ".join(PAGE_COLUMNS)
+    capped = False
     sendlog.fold_orphans(ws)
     with ws.store.connect() as con:
-        if total is None:
-            row = con.execute(f"SELECT count(*) FROM send_log WHERE {where}", params).fetchone()
+        df: pd.DataFrame
+        if total is None and where == "true":  # no filter: the table's count is metadata
+            row = con.execute("SELECT count(*) FROM send_log").fetchone()
             total = int(row[0]) if row else 0
-        df: pd.DataFrame = con.execute(
-            f"SELECT {', '.join(PAGE_COLUMNS)} FROM send_log WHERE {where}"
-            " ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*params, size, (page - 1) * size],
-        ).df()
+        if total is None and limit == count_cap + 1:
+            # the first pages: one scan picks the newest `limit` ids, which give both the
+            # (capped) count and this page's ids; a rare filter is then read once, not twice
+            found = [i for (i,) in con.execute(
+                f"SELECT id FROM send_log WHERE {where} ORDER BY id DESC LIMIT ?",
+                [*params, limit],
+            ).fetchall()]  # fmt: skip
+            total, capped = (limit - 1, True) if len(found) >= limit else (len(found), False)
+            df = con.execute(
+                f"SELECT {columns} FROM send_log WHERE id IN (SELECT unnest(?)) ORDER BY id DESC",
+                [found[offset : offset + size]],
+            ).df()
+        else:
+            df = con.execute(
+                f"SELECT {columns} FROM send_log WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*params, size, offset],
+            ).df()
+            if total is not None:
+                pass
+            elif len(df) < size and (len(df) or page == 1):
+                total = offset + len(df)  # the last page: nothing after it
+            else:
+                # count at most `limit` rows: the scan stops there instead of reading them all
+                row = con.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM send_log WHERE {where} LIMIT ?)",
+                    [*params, limit],
+                ).fetchone()
+                total = int(row[0]) if row else 0
+                if total >= limit:
+                    total, capped = limit - 1, True
     df["smtp_code"] = df["smtp_code"].astype("Int64")
-    return Page(df, total, page, size)
+    return Page(df, total, page, size, capped)
 
 
 def log_rows(ws: Workspace, flt: LogFilter | None = None, limit: int | None = 100) -> pd.DataFrame:

@@ -172,9 +172,10 @@ class MessageView(w.VBox):
 class LogExplorer(w.VBox):
     """Filters, a paged list of log rows, the details of the row picked, and "did X get it?"."""
 
-    def __init__(self, ws: Workspace, page_size: int = 25):
+    def __init__(self, ws: Workspace, page_size: int = 25, count_cap: int = explore.COUNT_CAP):
         self.ws = ws
         self.page_size = page_size
+        self.count_cap = count_cap  # rows counted at most; beyond: "more than ..."
         self.page_no = 1
         self.filter = explore.LogFilter()
         self.page: explore.Page | None = None
@@ -268,15 +269,26 @@ class LogExplorer(w.VBox):
         self._load(recount=False)
 
     def _load(self, recount: bool = True) -> None:
-        known = None if recount or self.page is None else self.page.total
-        page = explore.log_page(self.ws, self.filter, self.page_no, self.page_size, total=known)
+        # a capped count ("more than 1,000") is counted again further on; an exact one is kept
+        exact = self.page is not None and not self.page.capped
+        known = self.page.total if exact and not recount and self.page else None
+        page = explore.log_page(
+            self.ws,
+            self.filter,
+            self.page_no,
+            self.page_size,
+            total=known,
+            count_cap=self.count_cap,
+        )
         if page.total and not len(page.rows) and self.page_no > page.pages:
             self.page_no = page.pages
-            page = explore.log_page(self.ws, self.filter, self.page_no, self.page_size)
+            page = explore.log_page(
+                self.ws, self.filter, self.page_no, self.page_size, count_cap=self.count_cap
+            )
         self.page = page
         self.counts.value = html.escape(page.describe())
         self.prev.disabled = page.page <= 1
-        self.next.disabled = page.page >= page.pages
+        self.next.disabled = not page.has_next
         options = [(self._line(r), int(r["id"])) for r in page.rows.to_dict("records")]
         self.rows.value = None  # first: new options would otherwise select (and open) row 1
         self.rows.options = options

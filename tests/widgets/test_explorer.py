@@ -159,6 +159,30 @@ def test_the_explorer_pages_through_the_log(log: Workspace) -> None:
     assert form.details.value == ""  # paging opened no row
 
 
+def test_the_explorer_shows_more_than_n_when_the_count_is_capped(log: Workspace) -> None:
+    form = LogExplorer(log, page_size=2, count_cap=3)  # 11 rows, counted up to 3
+    assert form.counts.value == "rows 1-2 of 11 (page 1 of 6)"  # no filter: exact, cheap
+    form.since.value = "2000-01-01"  # every row, through a filter
+    form.search.click()
+    assert ids(form) == [11, 10] and not form.next.disabled
+    assert form.counts.value == "rows 1-2 of more than 3 (page 1 of 2+)"
+    seen = [ids(form)]
+    while not form.next.disabled:
+        form.next.click()
+        seen.append(ids(form))
+    assert seen == [[11, 10], [9, 8], [7, 6], [5, 4], [3, 2], [1]]  # each page its own rows
+    assert form.counts.value == "rows 11-11 of 11 (page 6 of 6)"  # the end: exact
+    form.prev.click()
+    assert ids(form) == [3, 2] and "of 11 (page 5 of 6)" in form.counts.value
+    form.to.value, form.since.value = "ann@example.com", ""  # 5 rows: a new search counts again
+    form.search.click()
+    assert ids(form) == [11, 10] and "of more than 3" in form.counts.value
+    exact = LogExplorer(log, page_size=2, count_cap=5)
+    exact.to.value = "ann@example.com"
+    exact.search.click()
+    assert exact.counts.value == "rows 1-2 of 5 (page 1 of 3)"
+
+
 def test_the_explorer_filters(log: Workspace) -> None:
     form = LogExplorer(log, page_size=4)
     assert list(form.account.options) == ["(any)"]  # no system email bound in this workspace
