@@ -60,9 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"seconds for a whole request, headers and body ({web.REQUEST_TIMEOUT:g})",
     )  # fmt: skip
     s.add_argument(
-        "--queue-limit", type=int, default=intake.QUEUE_LIMIT,
-        help=f"events queued for the intake worker at most; past it POST /events gets 429 "
-        f"({intake.QUEUE_LIMIT:,})",
+        "--queue-limit", type=int,
+        help="events queued for the intake worker at most; past it POST /events gets 429 "
+        "(default: the intake_queue_limit setting)",
     )  # fmt: skip
     s.set_defaults(handler=cmd_serve)
 
@@ -123,7 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
     )
-    queue = intake.IntakeQueue(ws, limit=args.queue_limit)
+    limit = args.queue_limit
+    if limit is None:
+        limit = settings.get_setting(ws, "intake_queue_limit")
+    queue = intake.IntakeQueue(ws, limit=limit)
     server = web.make_server(
         ws,
         args.host,

@@ -181,6 +181,13 @@ DEFINITIONS: dict[str, Definition] = {
             "the Dask scheduler (tcp://HOST:8786) that `subscriptions run-due` runs report "
             "notebooks on; empty: the local worker pool",
         ),
+        Definition(
+            "intake_queue_limit",
+            10_000,
+            _whole("intake_queue_limit", "events", 1, 10_000_000),
+            "events `serve` holds accepted and not yet notified; past it POST /events gets "
+            "429 with Retry-After (`serve --queue-limit` overrides it)",
+        ),
     )
 }
 

@@ -20,6 +20,7 @@ from smtp_testserver import SMTPTestServer
 
 from sysmail_ops import flows as workflows
 from sysmail_ops.cli import main
+from sysmail_ops.config import settings
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.flows import intake
 from sysmail_ops.templates import catalog as templates
@@ -199,3 +200,10 @@ def test_serve_killed_mid_burst_mails_every_202_and_logs_each_send_once(
 def test_serve_with_a_bad_queue_limit_exit_2(run: Run) -> None:
     code, out, err = run("serve", "--port", "0", "--queue-limit", "0")
     assert (code, out) == (2, "") and "queue limit" in err and err.count("\n") == 1
+
+
+def test_the_queue_limit_is_a_setting(ws: Workspace, run: Run) -> None:
+    assert run("settings", "set", "intake_queue_limit", "500")[0] == 0
+    assert settings.get_setting(ws, "intake_queue_limit") == 500
+    code, out, err = run("settings", "set", "intake_queue_limit", "0")
+    assert (code, out) == (2, "") and "intake_queue_limit" in err

@@ -28,6 +28,7 @@ def test_defaults_without_any_row(ws: Workspace) -> None:
         "render_loop_limit",
         "soft_bounce_limit",
         "report_cluster",
+        "intake_queue_limit",
     ]
     assert settings.get_setting(ws, "report_cluster") == ""  # the local pool
     assert all(s.is_default and s.updated_at is None for s in listed.values())
