@@ -403,9 +403,9 @@ class IntakeQueue:
 
     def work_once(self) -> int:
         """Notify one micro-batch of queued events and record their outcomes; how many."""
+        if self.pending == 0:  # nothing queued: the store is not even opened
+            return 0
         with self.ws.store.connect() as con:
-            if self.pending == 0:
-                return 0
             rows = con.execute(
                 "SELECT id, source, event_id, body FROM event_intake WHERE state = ? "
                 "ORDER BY id LIMIT ?",
