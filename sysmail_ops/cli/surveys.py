@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from dataclasses import asdict
 
 from sysmail_ops.campaigns import surveys
@@ -154,5 +155,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("stopped")
     finally:
         server.server_close()
+        deadline = time.monotonic() + 5  # requests in flight finish (and log) first
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.01)
         queue.stop()
     return 0
