@@ -202,6 +202,7 @@ def send_batch(
                     problems.append(f"{label}: {'; '.join(found)}")
                 continue
             assert not isinstance(d, str)
+            d.kept = n  # a worker that renders it keeps the rendering under this number
             labels.append(label)
             yield d
 

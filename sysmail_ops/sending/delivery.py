@@ -41,6 +41,9 @@ class Delivery:
     # The template already rendered for this record (``send_batch`` renders every record
     # before it sends any): composing uses it rather than render again.
     rendered: templates.Rendered | None = None
+    # Or the number under which the compose worker that rendered it keeps it (the
+    # rendered text stays in that process: ``worker.Kept``); None when not kept there.
+    kept: int | None = None
 
 
 def personal_unsubscribe(url: str, account: Account) -> dict[str, str]:

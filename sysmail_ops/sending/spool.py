@@ -21,6 +21,9 @@ from sysmail_ops.sending.delivery import Delivery
 
 KEEP_BYTES = 4 * 2**20  # rendered text kept in memory, at most; the rest in a file
 PIECE = 500  # deliveries per pickle in the file
+# What a delivery without its rendering counts for (its record, addresses, key): one a
+# worker rendered and keeps (``worker.Kept``) still holds memory here.
+RECORD_BYTES = 2048  # about what a small record and its Delivery take in Python
 
 
 class Spool:
@@ -29,7 +32,7 @@ class Spool:
     def __init__(self, folder: Path, keep_bytes: int | None = None):
         self.folder = folder
         self.keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
-        self.size = 0  # characters of rendered text held in memory
+        self.size = 0  # characters of rendered text (and records) held in memory
         self.count = 0
         self._memory: list[Delivery] = []
         self._piece: list[Delivery] = []
@@ -44,7 +47,9 @@ class Spool:
         if self._file is None:
             self._memory.append(d)
             r = d.rendered
-            self.size += len(r.subject) + len(r.html) + len(r.text) if r is not None else 0
+            self.size += RECORD_BYTES + (
+                len(r.subject) + len(r.html) + len(r.text) if r is not None else 0
+            )
             if self.size > self.keep_bytes:
                 self._file = tempfile.TemporaryFile(dir=self.folder, prefix=".send-batch-")  # noqa: SIM115 - closed by close()
             return

@@ -27,6 +27,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -79,6 +80,94 @@ def render_one(composer: Composer, d: Delivery) -> Rendering:
 JOBS: dict[str, Callable[[Composer, Delivery], Any]] = {"build": build_one, "render": render_one}
 
 
+class Kept:
+    """The renderings a worker made in ``send_batch``'s check, until it composes them.
+
+    The rendered text stays in the worker: the sender gets only whether each record
+    rendered, and later sends the delivery with its number (``Delivery.kept``). The
+    first ``keep_bytes`` characters stay in memory, the rest go to an unnamed temporary
+    file, read back in order (composing goes in the order of rendering).
+    """
+
+    def __init__(self, keep_bytes: int = 4 * 2**20, piece: int = 200):
+        self.keep_bytes, self.piece = keep_bytes, piece
+        self.size = 0
+        self._memory: dict[int, Rendered] = {}
+        self._pending: list[tuple[int, Rendered]] = []
+        self._file: IO[bytes] | None = None
+        self._read = 0  # where the next piece is read from the file
+        self._end = 0  # where the next piece is written to it
+
+    def add(self, n: int, rendered: Rendered) -> None:
+        if self._file is None and not self._pending and self.size <= self.keep_bytes:
+            self._memory[n] = rendered
+            self.size += len(rendered.subject) + len(rendered.html) + len(rendered.text)
+            return
+        self._pending.append((n, rendered))
+        if len(self._pending) >= self.piece:
+            self._dump()
+
+    def _dump(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="sysmail-kept-")  # noqa: SIM115 - lives with the worker
+        self._file.seek(self._end)
+        pickle.dump(self._pending, self._file, pickle.HIGHEST_PROTOCOL)
+        self._end = self._file.tell()
+        self._pending = []
+
+    def take(self, n: int) -> Rendered | None:
+        """Rendering ``n``, given once; None if this process does not hold it."""
+        found = self._memory.pop(n, None)
+        if found is not None:
+            self.size -= len(found.subject) + len(found.html) + len(found.text)
+            return found
+        while self._file is not None and self._read < self._end:
+            self._file.seek(self._read)
+            piece: list[tuple[int, Rendered]] = pickle.load(self._file)  # noqa: S301 - ours
+            self._read = self._file.tell()
+            self._memory.update(piece)  # read in order: what is asked next is here
+            if n in self._memory:
+                return self._memory.pop(n)
+        for i, (m, rendered) in enumerate(self._pending):
+            if m == n:
+                del self._pending[i]
+                return rendered
+        return None
+
+    def close(self) -> None:
+        self._memory, self._pending = {}, []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+_KEPT = Kept()  # in a worker process: what its "keep" jobs rendered
+
+
+def render_keep(composer: Composer, d: Delivery) -> Rendering:
+    """Render in a worker and keep the result there (``Kept``); answer only whether it
+    rendered. Without a number to keep it under, the rendering goes back."""
+    rendered, error = render_one(composer, d)
+    if rendered is None or d.kept is None:
+        return rendered, error
+    _KEPT.add(d.kept, rendered)
+    return None, None
+
+
+def build_kept(composer: Composer, d: Delivery) -> Built:
+    """``build_one`` in a worker, from the rendering it kept for ``d``, if any."""
+    if d.rendered is None and d.kept is not None:
+        d.rendered = _KEPT.take(d.kept)
+    return build_one(composer, d)
+
+
+# What a worker process does for each job: the check's renderings stay there.
+WORKER_JOBS: dict[str, Callable[[Composer, Delivery], Any]] = {
+    "build": build_kept,
+    "render": render_keep,
+}
+
+
 # -- the worker process ------------------------------------------------------------------
 #
 # The worker process (``main``) reads frames on stdin and answers each on stdout,
@@ -114,6 +203,7 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     _write_frame(out, b"ready")
     while (frame := _read_frame(inp)) is not None:
         _write_frame(out, _answer(composer, frame))
+    _KEPT.close()
 
 
 _HERE = pickle.dumps(("here", None), pickle.HIGHEST_PROTOCOL)
@@ -132,7 +222,7 @@ def _answer(composer: Composer, frame: bytes) -> bytes:
         job: str
         deliveries: list[Delivery]
         job, deliveries = pickle.loads(frame)  # noqa: S301 - from the parent
-        do = JOBS[job]
+        do = WORKER_JOBS[job]
         return pickle.dumps(("ok", [do(composer, d) for d in deliveries]), pickle.HIGHEST_PROTOCOL)
     except Exception:
         return _HERE
@@ -223,8 +313,10 @@ class ComposePool:
     """Builds deliveries in order, in ``workers`` processes or (with 0) in this one.
 
     ``renderings`` only renders them (``send_batch``'s check, before ``chunks`` composes
-    and sends them with the same workers); there this process renders every other piece
-    itself, since it has nothing else to do meanwhile.
+    and sends them with the same workers). A worker keeps what it rendered (``Kept``) and
+    answers only whether each rendered: the text need not come back here and go out
+    again to be composed. (This process rendering a share itself made the check shorter
+    but the send longer, as its renderings then went to the worker: slower overall.)
     """
 
     def __init__(self, composer: Composer, workers: int = 0, *, piece: int = 50, ahead: int = 4):
@@ -234,7 +326,6 @@ class ComposePool:
         self._queue: deque[_Piece] = deque()  # read, not yet taken, in input order
         self._out = 0  # pieces handed to the workers and not yet taken
         self._turn = 0
-        self._turn_here = False  # rendering: whether the last piece queued is this process's
         self.built_here = 0  # deliveries this process built (the rest: the workers)
         self._workers = [_Worker(composer) for _ in range(workers)]
 
@@ -275,10 +366,8 @@ class ComposePool:
     # -- inside ------------------------------------------------------------------------------
 
     def _enqueue(self, chunk: list[Delivery], job: str) -> None:
-        helps = job == "render" and len(self._workers) == 1
         for i in range(0, len(chunk), self.piece):
-            self._turn_here = not self._turn_here if helps else False
-            self._queue.append(_Piece(chunk[i : i + self.piece], job, here=self._turn_here))
+            self._queue.append(_Piece(chunk[i : i + self.piece], job))
 
     def _results(self, count: int) -> Iterator[Any]:
         while count > 0:
