@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.mail.mime import Attachment
@@ -61,6 +62,27 @@ class Refit:
     owner_lines: list[str] = field(default_factory=list)
 
 
+def refit_record(
+    record: dict[str, Any], left_out: Sequence[Attachment], size: int, limit: int
+) -> dict[str, Any]:
+    """The record of a mail sent again without ``left_out``: a note saying what was left out
+    (``attachments_note``, also added to ``summary``), and no "attached as report.html" line
+    when report.html is among them."""
+    note = (
+        f"Left out of this mail: {describe(left_out)}; with them it would be {_mb(size)}, "
+        f"over the {_mb(limit)} limit of the mail server. Ask the report's owner for them."
+    )
+    summary = str(record.get("summary") or "")
+    refit = {
+        **record,
+        "attachments_note": note,
+        "summary": f"{summary} ({note})" if summary else note,
+    }
+    if any(a.filename == "report.html" for a in left_out):
+        refit["html_attachment_note"] = ""
+    return refit
+
+
 def resend_without_big_attachments(
     ws: Workspace,
     account: str,
@@ -84,16 +106,7 @@ def resend_without_big_attachments(
             )
             continue
         kept, left_out = fit(d.attachments, size, limit)
-        note = (
-            f"Left out of this mail: {describe(left_out)}; with them it would be {_mb(size)}, "
-            f"over the {_mb(limit)} limit of the mail server. Ask the report's owner for them."
-        )
-        summary = str(d.record.get("summary") or "")
-        record = {
-            **d.record,
-            "attachments_note": note,
-            "summary": f"{summary} ({note})" if summary else note,
-        }
+        record = refit_record(d.record, left_out, size, limit)
         again.append(replace(d, attachments=kept, record=record))
         lines.append(
             f"{', '.join(d.to)}: the mail was {_mb(size)} ({size:,} bytes), over the limit of "

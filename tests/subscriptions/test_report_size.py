@@ -107,3 +107,18 @@ def test_an_account_maximum_too_small_even_without_attachments_is_told_not_loope
     (notice,) = [m for m in smtp_server.messages if m.rcpt_tos == ("owner@example.com",)]
     text = notice.message.get_body(("plain",)).get_content()
     assert "without those attachments" in text and "not sent" in text
+
+
+def test_a_mail_sent_again_without_report_html_no_longer_says_it_is_attached() -> None:
+    page = Attachment("report.html", b"x" * 900, "text/html")
+    sheet = Attachment("report.csv", b"y" * 300, "text/csv")
+    record = {"summary": "12 rows", "html_attachment_note": subscription_runs.HTML_ATTACHMENT_NOTE}
+
+    without_page = fitting.refit_record(record, [page], 1_200, 1_000)
+    assert without_page["html_attachment_note"] == ""
+    assert "report.html (" in without_page["attachments_note"]
+    assert without_page["summary"].startswith("12 rows (Left out of this mail: report.html")
+
+    without_sheet = fitting.refit_record(record, [sheet], 1_200, 1_000)
+    assert without_sheet["html_attachment_note"] == subscription_runs.HTML_ATTACHMENT_NOTE
+    assert record["summary"] == "12 rows"  # the original record is left as it was
