@@ -11,7 +11,7 @@ told the sizes (``runs`` sends the notice).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,7 +63,7 @@ class Refit:
 
 
 def refit_record(
-    record: dict[str, Any], left_out: Sequence[Attachment], size: int, limit: int
+    record: Mapping[str, Any], left_out: Sequence[Attachment], size: int, limit: int
 ) -> dict[str, Any]:
     """The record of a mail sent again without ``left_out``: a note saying what was left out
     (``attachments_note``, also added to ``summary``), and no "attached as report.html" line
