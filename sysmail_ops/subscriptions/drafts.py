@@ -7,7 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sysmail_ops.store.database import utcnow
-from sysmail_ops.subscriptions.model import DEFAULT_TEMPLATE, Recipient, Subscription, _validate
+from sysmail_ops.subscriptions.model import (
+    DEFAULT_LOCALE,
+    DEFAULT_TEMPLATE,
+    Recipient,
+    Subscription,
+    _validate,
+)
 
 if TYPE_CHECKING:
     from sysmail_ops.config.workspace import Workspace
@@ -34,6 +40,7 @@ def check_draft(
     skip_if_empty: bool = False,
     timeout: float = 600.0,
     description: str | None = None,
+    locale: str = DEFAULT_LOCALE,
 ) -> Subscription:
     """The subscription these values make, checked exactly as ``add_subscription`` checks it
     (report, parameters, recipients, schedule, account, template, formats, owner)."""
@@ -55,6 +62,7 @@ def check_draft(
             skip_if_empty=skip_if_empty,
             timeout=timeout,
             description=description,
+            locale=locale,
             created_at=now,
             updated_at=now,
         ),

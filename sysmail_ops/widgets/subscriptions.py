@@ -31,6 +31,8 @@ __all__ = ["NEW", "PATH", "SubscriptionManagement", "parse_recipients", "report_
 
 NEW = "(new subscription)"
 PATH = "(a notebook path)"
+# Offered in the form; any locale Babel knows may be typed (checked on Save like the CLI).
+LOCALES = ("en", "de", "zh", "fr", "es", "ja", "en_GB", "de_CH")
 HISTORY_ROWS = 20
 _WIDE = w.Layout(width="44em")
 _STYLE = {"description_width": "10em"}
@@ -127,6 +129,10 @@ class SubscriptionManagement(w.VBox):
             style=_STYLE,
         )  # fmt: skip
         self.next_runs = w.HTML()
+        self.locale = w.Combobox(
+            description="Locale", value=model.DEFAULT_LOCALE, options=list(LOCALES),
+            placeholder="en, de, zh...", ensure_option=False, style=_STYLE,
+        )  # fmt: skip
         self.account = w.Dropdown(description="System email", options=[], style=_STYLE)
         self.template = w.Dropdown(description="Template", options=[], style=_STYLE)
         self.owner = w.Text(
@@ -173,6 +179,7 @@ class SubscriptionManagement(w.VBox):
                 self.cron,
                 self.timezone,
                 self.next_runs,
+                self.locale,
                 self.account,
                 self.template,
                 self.owner,
@@ -262,6 +269,7 @@ class SubscriptionManagement(w.VBox):
                 values = dict(s.parameters)
                 self.recipients.value = _recipients_text(s)
                 self.cron.value, self.timezone.value = s.cron, s.timezone
+                self.locale.value = s.locale
                 self.account.value = s.account if s.account in self.account.options else None
                 self.template.value = s.template if s.template in self.template.options else None
                 self.owner.value = s.owner
@@ -272,6 +280,7 @@ class SubscriptionManagement(w.VBox):
                     box.value = ""
                 self.formats.value = ("html_body",)
                 self.skip_if_empty.value = False
+                self.locale.value = model.DEFAULT_LOCALE
         finally:
             self._loading = False
         self.mail.value = ""
@@ -326,6 +335,7 @@ class SubscriptionManagement(w.VBox):
             "recipients": parse_recipients(self.recipients.value),
             "cron": self.cron.value,
             "timezone": self.timezone.value.strip(),
+            "locale": self.locale.value.strip() or model.DEFAULT_LOCALE,
             "account": self.account.value or "",
             "template": self.template.value or model.DEFAULT_TEMPLATE,
             "owner": self.owner.value.strip(),

@@ -119,3 +119,29 @@ def test_test_send_and_run_now(ws: Workspace, smtp_server: SMTPTestServer, tmp_p
     assert "1 sent" in form.status.value and "sysmail-ok" in form.status.value, form.status.value
     assert "ana@example.com" in {r for m in smtp_server.messages for r in m.rcpt_tos}
     assert "succeeded" in form.history.value and "manual" in form.history.value
+
+
+def test_the_locale_is_a_field_saved_checked_and_used_by_the_draft(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    bind(ws, smtp_server)
+    form = SubscriptionManagement(ws)
+    form.name.value = "weekly-de"
+    form.report.value = "delivery_report"
+    form.recipients.value = "ops@example.com"
+    form.account.value = "service"
+    form.owner.value = "owner@example.com"
+    form.locale.value = "klingon"
+    form.save.click()
+    assert "sysmail-error" in form.status.value and "klingon" in form.status.value
+    assert model.list_subscriptions(ws) == []
+
+    form.locale.value = "de"
+    assert form._draft().locale == "de"  # what Preview and Test send render with
+    form.save.click()
+    assert model.get_subscription(ws, "weekly-de").locale == "de"
+
+    form.pick.value = "(new subscription)"
+    assert form.locale.value == "en"
+    form.pick.value = "weekly-de"
+    assert form.locale.value == "de"
