@@ -500,38 +500,26 @@ def _notify_owner(
     ws: Workspace, s: Subscription, slot: datetime, failed: list[GroupResult]
 ) -> bool:
     """Mail the owner once per slot (the key makes a rerun's notice a duplicate)."""
-    tz = schedule.check_timezone(s.timezone)
     lines = [f"parameters {g.parameters}: {g.error}" for g in failed]
-    record = {
-        "subscription": s.name,
-        "slot": schedule.local_label(slot, tz),
-        "error": "\n".join(lines),
-        "output_path": failed[0].output_path or "",
-    }
-    try:
-        res = sending.send(
-            ws,
-            s.account,
-            "subscription-failure",
-            to=s.owner,
-            record=record,
-            use_case="system",
-            related=("subscription", s.name),
-            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:failure-notice",
-        )
-    except SysmailError:
-        return False
-    return res.counts.get("sent", 0) > 0
+    return _mail_owner(ws, s, slot, "\n".join(lines), failed[0].output_path or "", "failure")
 
 
 def _notify_owner_sizes(ws: Workspace, s: Subscription, slot: datetime, lines: list[str]) -> bool:
     """Tell the owner which recipients got the report without attachments, with the sizes."""
+    error = "over the mail size limit:\n" + "\n".join(lines)
+    return _mail_owner(ws, s, slot, error, "", "size")
+
+
+def _mail_owner(
+    ws: Workspace, s: Subscription, slot: datetime, error: str, output_path: str, kind: str
+) -> bool:
+    """The ``subscription-failure`` notice to the owner, once per slot and kind (its key)."""
     tz = schedule.check_timezone(s.timezone)
     record = {
         "subscription": s.name,
         "slot": schedule.local_label(slot, tz),
-        "error": "over the mail size limit:\n" + "\n".join(lines),
-        "output_path": "",
+        "error": error,
+        "output_path": output_path,
     }
     try:
         res = sending.send(
@@ -542,7 +530,7 @@ def _notify_owner_sizes(ws: Workspace, s: Subscription, slot: datetime, lines: l
             record=record,
             use_case="system",
             related=("subscription", s.name),
-            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:size-notice",
+            key=f"subscription:{s.name}:{slot:%Y-%m-%dT%H:%MZ}:{kind}-notice",
         )
     except SysmailError:
         return False
