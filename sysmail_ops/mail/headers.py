@@ -15,10 +15,11 @@ import binascii
 import codecs
 import email.header
 import email.policy
+import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -349,6 +350,21 @@ def make_message_id(given: str | None, domain: str) -> str:
     if not m:
         raise ValidationError(f"Message-ID {given!r} is not of the form <id@domain>")
     return f"<{m.group(1)}>"
+
+
+def keyed_message_id(key: bytes, recipients: Iterable[str], domain: str) -> str:
+    """The Message-ID of the message ``key`` names to these recipients, at ``domain``.
+
+    The same key and recipients (in any order or case) give the same Message-ID in
+    any process, so a message built again after a crash carries the Message-ID of the
+    copy the server may already hold, and receivers, the archive and the log can see
+    it is one message. ``key`` should already be a keyed hash (``Composer`` passes an
+    HMAC of the account and the delivery key): only a hash shows, never the key or an
+    address. 128 bits of SHA-256 as 32 hex digits: a dot-atom, well within RFC 5322.
+    """
+    addresses = "\0".join(sorted({r.lower() for r in recipients}))
+    digest = hashlib.sha256(key + b"\0" + addresses.encode("utf-8", "surrogatepass"))
+    return f"<{digest.hexdigest()[:32]}@{domain}>"
 
 
 # -- bodies --------------------------------------------------------------------------

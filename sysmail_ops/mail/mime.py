@@ -52,6 +52,7 @@ from sysmail_ops.mail.headers import (
     extra_header,
     fold_header,
     from_header,
+    keyed_message_id,
     mailbox,
     make_message_id,
     unstructured_header,
@@ -412,6 +413,7 @@ def compose(
     attachments: Sequence[Attachment] = (),
     inline_images: Sequence[InlineImage] = (),
     message_id: str | None = None,
+    message_key: bytes | None = None,
     date: datetime | None = None,
     extra_headers: Mapping[str, str] | None = None,
 ) -> Composed:
@@ -419,7 +421,9 @@ def compose(
 
     ``to``/``cc``/``bcc``/``reply_to`` take addresses as "addr", "Name <addr>" or
     (name, addr). ``message_id`` is kept when given (pass the same one on every
-    retry), else made at the sender's domain. An empty ``html`` means text only.
+    retry); else, with ``message_key``, it is derived from that key and the recipients
+    (``keyed_message_id``: the same in every process), else random; both at the
+    sender's domain. An empty ``html`` means text only.
     Raises ``HeaderInjectionError`` for a line break in any header value and
     ``ValidationError`` for any other bad input.
     """
@@ -452,7 +456,10 @@ def compose(
     cids = [img.cid for img in inline_images]
     if len(set(cids)) != len(cids):
         raise ValidationError("two inline images have the same Content-ID")
-    mid = make_message_id(message_id, sender.domain)
+    if message_id is None and message_key is not None:
+        mid = keyed_message_id(message_key, seen, sender.domain)
+    else:
+        mid = make_message_id(message_id, sender.domain)
     date_line = date_header(date)
 
     text_cte, text_body = _body(text, "text")

@@ -8,12 +8,15 @@ process while the first one sends.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sysmail_ops.config.accounts import Account
-from sysmail_ops.errors import ValidationError
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import SecretKeyError, ValidationError
 from sysmail_ops.mail import dkim
 from sysmail_ops.mail.headers import check_link, list_unsubscribe
 from sysmail_ops.mail.mime import Attachment, Composed, InlineImage, compose
@@ -64,6 +67,20 @@ def account_list_unsubscribe(a: Account) -> dict[str, str]:
     return list_unsubscribe(a.unsubscribe_url, a.unsubscribe_mailto)
 
 
+MESSAGE_ID_PURPOSE = b"sysmail-ops message-id"
+
+
+def message_id_secret(ws: Workspace) -> bytes:
+    """The workspace's key for keyed Message-IDs (HKDF of its secret key, for this purpose
+    only), so nobody without the workspace can recompute one to confirm a guessed delivery
+    key or recipient. Empty when the workspace has no usable key (a relay with no login
+    needs none): the Message-IDs are then plain hashes, still stable and opaque."""
+    try:
+        return ws.secrets.derive_key(MESSAGE_ID_PURPOSE)
+    except SecretKeyError:
+        return b""
+
+
 def sender_of(account: Account) -> Sender:
     """What templates see as ``sender``: the account's display name, address, signature."""
     return Sender(
@@ -83,6 +100,10 @@ class Composer:
     (``signature_auto``). With ``dkim_keys`` every message is DKIM-signed as
     its last step, so the bytes sent, queued for retry and archived are the
     signed ones.
+
+    A delivery with a key gets a Message-ID derived from the account, the key and the
+    recipients (``message_key``), so building it again after a crash gives the copy the
+    server may already hold its Message-ID; one without a key gets a random one.
     """
 
     def __init__(
@@ -91,11 +112,13 @@ class Composer:
         template: templates.Template,
         budget: templates.Budget = templates.DEFAULT_BUDGET,
         dkim_keys: Sequence[dkim.DkimKey] = (),
+        id_secret: bytes = b"",
     ):
         self.account = account
         self.template = template
         self.budget = budget
         self.dkim_keys = tuple(dkim_keys)
+        self.id_secret = id_secret
         self.compiled = templates.compile_template(template)
         self.extra_headers = account_list_unsubscribe(account)
         self.sender = sender_of(account)
@@ -113,11 +136,16 @@ class Composer:
             "template": self.template,
             "budget": self.budget,
             "dkim_keys": self.dkim_keys,
+            "id_secret": self.id_secret,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["account"], state["template"], state["budget"], state.get("dkim_keys", ())
+            state["account"],
+            state["template"],
+            state["budget"],
+            state.get("dkim_keys", ()),
+            state.get("id_secret", b""),
         )
 
     def check_budget(self, record: Mapping[str, Any]) -> None:
@@ -142,6 +170,14 @@ class Composer:
                 merged[k.lower()] = (k, v)
         return dict(merged.values())
 
+    def message_key(self, d: Delivery) -> bytes | None:
+        """What a keyed delivery's Message-ID derives from: an HMAC of the account and the
+        delivery key (the same key in two accounts is two messages); None without a key."""
+        if not d.key:
+            return None
+        identity = f"{self.account.name}\0{d.key}".encode("utf-8", "surrogatepass")
+        return hmac.new(self.id_secret, identity, hashlib.sha256).digest()
+
     def render(self, d: Delivery) -> templates.Rendered:
         """The template rendered for one delivery's record; raises on bad input."""
         return self.compiled.render(d.record, self.budget, sender=self.sender)
@@ -165,6 +201,7 @@ class Composer:
             html=html,
             attachments=d.attachments,
             inline_images=d.inline_images,
+            message_key=self.message_key(d),
             extra_headers=self.headers(d),
         )
         if self.dkim_keys:

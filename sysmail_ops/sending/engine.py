@@ -25,7 +25,7 @@ from sysmail_ops.mail.smtp import Outcome, SMTPConnection
 from sysmail_ops.records import archive, sendlog, suppression
 from sysmail_ops.records.sendlog import Journal, new_batch_id
 from sysmail_ops.sending import retry as deferred
-from sysmail_ops.sending.delivery import Composer, Delivery
+from sysmail_ops.sending.delivery import Composer, Delivery, message_id_secret
 from sysmail_ops.sending.worker import Built, ComposePool, auto_workers
 from sysmail_ops.store import private
 from sysmail_ops.store.database import utcnow
@@ -142,7 +142,9 @@ class BatchSender:
             self.template = templates.get_template(ws, template, template_version, con=con)
             budget = templates.render_budget(ws, con=con)
             dkim_keys = signing.dkim_keys(ws, self.account, con=con)
-        self.composer = Composer(self.account, self.template, budget, dkim_keys)
+        self.composer = Composer(
+            self.account, self.template, budget, dkim_keys, message_id_secret(ws)
+        )
         self.max_bytes = self.account.max_message_bytes or accounts_mod.DEFAULT_MAX_MESSAGE_BYTES
         self.server_max: int | None = None  # the connected server's SIZE (RFC 1870), if any
         self._limit = self.max_bytes  # the limit the last refused message was over
