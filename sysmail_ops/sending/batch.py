@@ -16,6 +16,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice
@@ -206,8 +207,11 @@ def send_batch(
             labels.append(label)
             yield d
 
+    # While the records are checked, the sender folds dead batches' journals and connects.
+    warm = threading.Thread(target=sender.warm_up, name="send-warm-up", daemon=True)
     with Spool(ws.home) as spool:
         try:
+            warm.start()
             deliveries = checked()
             head = list(islice(deliveries, AUTO_THRESHOLD))
             sender.start_workers(len(head))  # a long batch (or workers asked for): start now
@@ -234,8 +238,23 @@ def send_batch(
                 raise _bad_records(problems, bad)
         except BaseException:
             sender.stop_workers()
+            _close_when_done(warm, sender)
             raise
+        warm.join()
         return sender.run(iter(spool), total=spool.count)
+
+
+def _close_when_done(warm: threading.Thread, sender: BatchSender) -> None:
+    """Close the connection a batch that will not run opened; not waiting for it."""
+    if not warm.is_alive():
+        sender.close_connection()
+        return
+
+    def close() -> None:
+        warm.join()
+        sender.close_connection()
+
+    threading.Thread(target=close, name="send-warm-up-close", daemon=True).start()
 
 
 def _bad_records(problems: list[str], bad: int) -> BadRecordsError:

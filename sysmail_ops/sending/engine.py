@@ -169,6 +169,8 @@ class BatchSender:
         self.suppressed = (
             suppression.suppressed_set(ws) if use_case in suppression.USE_CASES else frozenset()
         )
+        self._warmed = False  # ``warm_up`` folded the orphans and tried the connection
+        self._warm_error: Exception | None = None  # what its connection attempt raised
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -210,6 +212,28 @@ class BatchSender:
         if pool is not None:
             pool.close()
 
+    def warm_up(self) -> None:
+        """What ``run`` does first, done ahead (``send_batch`` runs it in a thread while it
+        checks the records): fold the journals of dead batches, and connect (DNS, TLS,
+        AUTH; for OAuth2 the token). Nothing of this batch is written or sent. A refused
+        connection is not tried again: ``run`` raises it when it first needs the server.
+        """
+        sendlog.fold_orphans(self.ws)
+        self._warmed = True
+        if self.opt.dry_run:
+            return
+        try:
+            self._connection()
+        except _ConnectionDown:
+            pass  # ``down`` is set: ``run`` defers each message, as if it had tried itself
+        except Exception as exc:  # refused (AUTH, TLS, a token): raised where run connects
+            self._warm_error = exc
+
+    def close_connection(self) -> None:
+        """Close the connection ``warm_up`` opened for a batch that will not ``run``."""
+        if self.conn is not None:
+            self.conn.close()
+
     def _workers(self, total: int | None) -> int:
         return auto_workers(total) if self.opt.workers is None else self.opt.workers
 
@@ -234,7 +258,8 @@ class BatchSender:
         if pool is None:
             pool = ComposePool(self.composer, 0 if built is not None else self._workers(total))
         with pool:
-            sendlog.fold_orphans(self.ws)
+            if not self._warmed:
+                sendlog.fold_orphans(self.ws)
             journal = Journal(self.ws, self.batch_id)
             self.bundle = archive.Bundle(self.ws, "sent", self.batch_id)
             bar = (
@@ -397,6 +422,9 @@ class BatchSender:
             return True  # decided when the queue retries; the message is deferred below
 
     def _connection(self) -> SMTPConnection:
+        if self._warm_error is not None:
+            error, self._warm_error = self._warm_error, None
+            raise error
         if self.down is not None:
             raise _ConnectionDown(self.down)
         if self.conn is not None and self.conn.is_open:

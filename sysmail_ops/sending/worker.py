@@ -21,6 +21,7 @@ process builds the first pieces itself.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import signal
@@ -46,6 +47,7 @@ Built = tuple[Composed | None, str, SysmailError | None]
 Rendering = tuple[Rendered | None, SysmailError | None]
 
 AUTO_THRESHOLD = 1000  # deliveries: below this a worker's start-up is not worth it
+PIPE_BYTES = 2**20  # each pipe to a worker (Linux's default most a user may ask for)
 
 
 def usable_cpus() -> int:
@@ -241,6 +243,11 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            # Room for a few pieces in each pipe (64 KiB by default: one piece with its
+            # renderings fills it), so that handing a piece over seldom waits for the worker.
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
         self._waiting: deque[Future[list[Built] | None]] = deque()
         self._lock = threading.Lock()
         self.ready: Future[bytes] = Future()
@@ -300,13 +307,14 @@ class _Worker:
 
 
 class _Piece:
-    __slots__ = ("deliveries", "future", "here", "job")
+    __slots__ = ("deliveries", "done", "future", "here", "job")
 
     def __init__(self, deliveries: list[Delivery], job: str, here: bool = False):
         self.deliveries = deliveries
         self.job = job
         self.future: Future[list[Any] | None] | None = None
         self.here = here  # to be done in this process (it does not pickle, or its turn)
+        self.done: list[Any] | None = None  # its results, done here ahead of its turn
 
 
 class ComposePool:
@@ -315,8 +323,9 @@ class ComposePool:
     ``renderings`` only renders them (``send_batch``'s check, before ``chunks`` composes
     and sends them with the same workers). A worker keeps what it rendered (``Kept``) and
     answers only whether each rendered: the text need not come back here and go out
-    again to be composed. (This process rendering a share itself made the check shorter
-    but the send longer, as its renderings then went to the worker: slower overall.)
+    again to be composed. While this process waits for a worker's renderings it renders
+    the last pieces no worker has taken yet (``_steal``): the check then uses both CPUs
+    (the renderings made here go to the worker with their deliveries, to be composed).
     """
 
     def __init__(self, composer: Composer, workers: int = 0, *, piece: int = 50, ahead: int = 4):
@@ -372,6 +381,8 @@ class ComposePool:
     def _results(self, count: int) -> Iterator[Any]:
         while count > 0:
             self._hand_out()
+            if self._queue[0].job == "render":
+                self._steal(self._queue[0].future)
             p = self._queue.popleft()
             count -= len(p.deliveries)
             yield from self._take(p)
@@ -402,7 +413,29 @@ class ComposePool:
             self._turn += 1
             self._out += 1
 
+    def _steal(self, waiting: Future[Any] | None) -> None:
+        """While ``waiting`` is not answered, render here the last pieces no worker has.
+
+        Only renderings: a piece composed here would have to render again what its
+        worker keeps. A piece that raises (not a ``SysmailError``, which is a result) is
+        left to its turn, so that what it raises comes in order.
+        """
+        if waiting is None:
+            return
+        for p in reversed(self._queue):
+            if waiting.done() or p.future is not None or p.here:
+                return
+            p.here = True
+            try:
+                p.done = [render_one(self.composer, d) for d in p.deliveries]
+            except Exception:
+                p.done = None
+
     def _take(self, p: _Piece) -> Iterator[Any]:
+        if p.done is not None:
+            self.built_here += len(p.deliveries)
+            yield from p.done
+            return
         if p.future is not None:
             self._out -= 1
             try:

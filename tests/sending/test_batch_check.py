@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import bind
 from smtp_testserver import SMTPTestServer
 
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import BadRecordsError
+from sysmail_ops.errors import BadRecordsError, SMTPError
 from sysmail_ops.records import sendlog
 from sysmail_ops.sending import spool
 from sysmail_ops.sending.batch import SendOptions, send_batch
@@ -83,3 +84,35 @@ def test_a_long_batch_sent_from_the_spool_file_arrives_whole_and_in_order(
         f"p{i}@example.com" for i in range(300)
     ]
     assert list(ws.home.glob(".send-batch-*")) == []
+
+
+# --- the start-up done while the records are checked ---------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_connection_made_while_checking_is_the_one_the_batch_sends_on(
+    ws: Workspace, smtp_server: SMTPTestServer, total: object, workers: int
+) -> None:
+    result = send_batch(ws, "service", "total", records(60), options=SendOptions(workers=workers))
+    assert result.counts == {"sent": 60}
+    assert smtp_server.connections == 1
+
+
+def test_a_wrong_password_is_tried_once_and_stops_the_batch_as_before(
+    ws: Workspace, smtp_server: SMTPTestServer, total: object
+) -> None:
+    bind(ws, smtp_server, "wrong", password="wrong")
+    with pytest.raises(SMTPError, match=r"auth: login as .* rejected: 535"):
+        send_batch(ws, "wrong", "total", records(30), options=SendOptions(backoff=0.01))
+    assert smtp_server.connections == 1, "the refused login is not tried again"
+    assert smtp_server.messages == [] and sendlog.list_logs(ws, limit=None).empty
+
+
+def test_bad_records_and_a_wrong_password_report_the_records(
+    ws: Workspace, smtp_server: SMTPTestServer, total: object
+) -> None:
+    bind(ws, smtp_server, "wrong", password="wrong")
+    with pytest.raises(BadRecordsError) as info:
+        send_batch(ws, "wrong", "total", records(30, bad={4}))
+    assert info.value.bad == 1 and info.value.problems[0].startswith("record 5")
+    assert smtp_server.messages == [] and sendlog.list_logs(ws, limit=None).empty

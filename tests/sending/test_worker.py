@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -553,3 +554,44 @@ def test_the_worker_starts_and_ends_silently() -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, b"")
+
+
+# --- the check's renderings: this process renders the tail while it waits -----------------
+
+
+def rendered_alike(composer: Composer, items: Sequence[Delivery], got: list[Any]) -> None:
+    """``got`` holds, in order, what ``render_one`` gives here for each delivery."""
+    assert len(got) == len(items)
+    for n, (d, (rendered, error)) in enumerate(zip(items, got, strict=True)):
+        want, want_error = worker_module.render_one(composer, d)
+        assert (type(error), str(error)) == (type(want_error), str(want_error)), n
+        if rendered is not None:  # None: the worker keeps it (Delivery.kept)
+            assert rendered == want, n
+
+
+def test_while_waiting_for_a_worker_this_process_renders_the_last_pieces_in_order(
+    composer: Composer, pool_factory: Callable[..., ComposePool]
+) -> None:
+    items = [delivery(i) for i in range(60)]
+    items[45] = Delivery(["u45@example.com"], {"name": "x", "n": 45})  # no body: an error
+    pool = pool_factory(composer, 1, piece=7, ahead=2)
+    pool._workers[0].ready.result(timeout=READY_WAIT)
+    pool._enqueue(items, "render")  # 9 pieces; the worker is handed the first 2
+    pool._hand_out()
+    assert [p.future is not None for p in pool._queue] == [True] * 2 + [False] * 7
+    pool._steal(Future())  # a worker's answer that has not come: 7 pieces are done here
+    assert all(p.here and p.done is not None for p in list(pool._queue)[2:])
+    got = list(pool._results(len(items)))
+    assert pool.built_here == 60 - 14
+    rendered_alike(composer, items, got)
+    assert got[45][1] is not None and got[44][1] is None
+
+
+def test_the_check_renders_every_record_alike_with_a_worker_stealing_or_not(
+    composer: Composer, pool_factory: Callable[..., ComposePool]
+) -> None:
+    items = [delivery(i) for i in range(400)]
+    pool = pool_factory(composer, 1, piece=7)
+    pool._workers[0].ready.result(timeout=READY_WAIT)
+    got = [r for _c, results, _f in pool.renderings(iter(split(items))) for r in results]
+    rendered_alike(composer, items, got)
