@@ -77,6 +77,12 @@ def test_killed_batches_rerun_to_exactly_one_logged_delivery_each(
     duplicates = sum(c - 1 for c in got.values())
     # at most the one message per open connection whose 250 was not yet journalled
     assert duplicates <= kills
+    # and that copy carries the first one's Message-ID (keyed): one message each
+    ids: dict[str, set[str]] = {}
+    for m in smtp_server.messages:
+        ids.setdefault(m.rcpt_tos[0], set()).add(str(m.message["Message-ID"]))
+    several = {r: found for r, found in ids.items() if len(found) > 1}
+    assert not several, f"{duplicates} copies; distinct messages to one recipient: {several}"
 
     log = sendlog.list_logs(ws, status="sent", limit=None)
     per_recipient = Counter(log.recipient)
