@@ -1,11 +1,13 @@
 """`sysmail-ops prune`: retention for everything a workspace keeps that grows without end.
 
 One date for all of it: the send log, the email archive (sent and received, its
-``.eml`` files with it), the flow events, the executed report notebooks and
-their outputs (``runs/``) and the dry-run previews (``preview/``). The run
-history rows (``subscriptions runs``) stay: only their files go. Each part is
-the library's own prune (``logs prune``, ``archive prune``, ``events prune``);
-the run and preview files are dropped by age (last written before the date).
+``.eml`` files with it), the flow events, the HTTP intake's rows of events done
+(``serve``: queued ones stay), the executed report notebooks and their outputs
+(``runs/``) and the dry-run previews (``preview/``). The run history rows
+(``subscriptions runs``) stay: only their files go. Each part is the library's
+own prune (``logs prune``, ``archive prune``, ``events prune``,
+``flows.intake.prune``); the run and preview files are dropped by age (last
+written before the date).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import print_json, print_table
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import ValidationError
+from sysmail_ops.flows import intake
 from sysmail_ops.records import archive, sendlog
 from sysmail_ops.store import files
 from sysmail_ops.store.database import utcnow
@@ -36,9 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "prune",
         help="retention: drop the log, archive, events, report runs and previews older than a date",
         description="Delete what is older than a date: send log rows, archived messages "
-        "(sent and received, with their .eml files), flow events, executed report notebooks "
-        "and their outputs (runs/) and dry-run previews (preview/). Report run history rows "
-        "are kept; their files go. Says what was freed. For cron: see `sysmail-ops cron`.",
+        "(sent and received, with their .eml files), flow events, the HTTP intake's rows of "
+        "events done (queued ones stay; a pruned event's id, posted again, is accepted as "
+        "new), executed report notebooks and their outputs (runs/) and dry-run previews "
+        "(preview/). Report run history rows are kept; their files go. Says what was freed. "
+        "For cron: see `sysmail-ops cron`.",
     )
     p.add_argument(
         "--before",
@@ -109,6 +114,7 @@ def prune(ws: Workspace, before: datetime, *, dry_run: bool = False) -> list[Par
         Part("send log", rows["log"]),
         Part("archive", rows["archive"], archived),
         Part("flow events", rows["events"]),
+        Part("event intake (serve)", intake.prune(ws, before, dry_run=dry_run)),
         Part("report runs (runs/)", None, files.prune_files(ws.runs_dir, before, dry_run=dry_run)),
         Part(
             "previews (preview/)", None, files.prune_files(ws.preview_dir, before, dry_run=dry_run)

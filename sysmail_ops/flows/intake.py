@@ -447,3 +447,27 @@ def _result(res: EventResult) -> str:
 def _for_pipeline(source: str, body: str) -> dict[str, Any]:
     data = json.loads(body)
     return {**data, "id": f"{source}/{data['id']}"}
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def prune(ws: Workspace, before: datetime, *, dry_run: bool = False) -> int:
+    """Delete the intake rows of events done before ``before``; how many (``dry_run``: count,
+    delete nothing). Queued rows stay however old: they are accepted and not yet notified.
+
+    A pruned event's id is unknown again: posted once more, it is accepted as new (202)
+    and notified, and the pipeline's delivery keys skip each recipient the send log still
+    holds as sent; once those log rows are pruned too, it is mailed again.
+    """
+    if dry_run:
+        with ws.store.connect() as con:
+            found = con.execute(
+                "SELECT count(*) FROM event_intake WHERE state = 'done' AND done_at < ?", [before]
+            ).fetchone()
+    else:
+        with ws.store.transaction() as con:  # DuckDB answers a DELETE with its row count
+            found = con.execute(
+                "DELETE FROM event_intake WHERE state = 'done' AND done_at < ?", [before]
+            ).fetchone()
+    return int(found[0]) if found else 0

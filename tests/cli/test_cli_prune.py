@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +14,13 @@ from conftest import bind
 from report_fixtures import write_echo_report
 from smtp_testserver import SMTPTestServer
 
+from sysmail_ops import flows as workflows
 from sysmail_ops.cli import main
 from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.flows import intake
+from sysmail_ops.sending.engine import SendOptions
 from sysmail_ops.store.database import utcnow
+from sysmail_ops.templates import catalog as templates
 
 YEAR_AND_A_MONTH = 400 * 86400  # seconds
 
@@ -169,3 +174,100 @@ def test_cron_prints_the_retention_line_commented_out(run, ws: Workspace) -> Non
         f"--home {ws.home} prune --before 365d >> {ws.home / 'cron.log'} 2>&1"
     )
     assert all(" prune " not in x for x in out.splitlines() if not x.startswith("#"))
+
+
+# --- the HTTP intake's rows (serve) --------------------------------------------------------
+
+
+INTAKE = "event intake (serve)"
+
+
+def approval(eid: str) -> str:
+    return json.dumps(
+        {"id": eid, "flow_type": "approval_flow", "flow_name": "travel", "event": "approved",
+         "object_type": "approval", "object_id": f"AP-{eid}",
+         "record": {"applicant_email": f"p-{eid}@example.com", "request": eid}}
+    )  # fmt: skip
+
+
+def intake_state(ws: Workspace) -> dict[str, str]:
+    with ws.store.connect() as con:
+        rows = con.execute("SELECT event_id, state FROM event_intake").fetchall()
+    return {eid: state for eid, state in rows}
+
+
+@pytest.fixture
+def queue(ws: Workspace, smtp_server: SMTPTestServer) -> Iterator[intake.IntakeQueue]:
+    """``serve``'s queue on a real store: e1 and e2 accepted and notified through the
+    aiosmtpd server, e3 accepted and still queued."""
+    bind(ws, smtp_server, "workflow", kind="workflow_notification")
+    templates.add_template(
+        ws, "granted", object_type="approval", subject="Approved: {{ request }}",
+        html="<p>{{ request }}</p>",
+    )  # fmt: skip
+    workflows.add_rule(
+        ws, "applicant", flow_type="approval_flow", flow_name="*", event="approved",
+        account="workflow", template="granted", recipients=["field:applicant_email"],
+    )  # fmt: skip
+    q = intake.IntakeQueue(ws, options=SendOptions(backoff=0.01, workers=0))
+    answers = q.accept("erp", "\n".join([approval("e1"), approval("e2")]).encode())
+    assert [(a.id, a.status) for a in answers] == [("e1", "queued"), ("e2", "queued")]
+    assert q.work_once() == 2
+    assert [a.status for a in q.accept("erp", approval("e3").encode())] == ["queued"]
+    assert intake_state(ws) == {"e1": "done", "e2": "done", "e3": "queued"}
+    assert len(smtp_server.messages) == 2
+    yield q
+    q.stop()
+
+
+def test_prune_drops_the_intake_rows_of_done_events_never_queued_ones(
+    run, ws: Workspace, queue: intake.IntakeQueue
+) -> None:
+    cutoff = utcnow().isoformat()  # after e1 and e2 were done
+    code, out, err = run("prune", "--before", cutoff, "--dry-run", "--json")
+    assert code == 0, err
+    assert {p["part"]: p["rows"] for p in json.loads(out)["parts"]}[INTAKE] == 2
+    code, out, _ = run("prune", "--before", "1d", "--json")  # done a moment ago: kept
+    assert {p["part"]: p["rows"] for p in json.loads(out)["parts"]}[INTAKE] == 0
+    assert len(intake_state(ws)) == 3
+    code, out, err = run("prune", "--before", cutoff)
+    assert code == 0, err
+    [line] = [x for x in out.splitlines() if x.startswith(INTAKE)]
+    assert line.split()[3] == "2", out
+    assert intake_state(ws) == {"e3": "queued"}  # accepted, not yet notified: it stays
+    assert queue.work_once() == 1 and intake_state(ws) == {"e3": "done"}  # and is notified
+
+
+def test_intake_prune_counts_in_a_dry_run_and_deletes_nothing(
+    ws: Workspace, queue: intake.IntakeQueue
+) -> None:
+    now = utcnow()
+    assert intake.prune(ws, now, dry_run=True) == 2
+    assert intake.prune(ws, now - timedelta(hours=1)) == 0
+    assert len(intake_state(ws)) == 3
+    assert intake.prune(ws, now) == 2 and intake.prune(ws, now) == 0
+    assert intake_state(ws) == {"e3": "queued"}
+
+
+def test_a_pruned_event_redelivered_is_accepted_as_new_and_mailed_only_once_the_log_is_gone(
+    run, ws: Workspace, queue: intake.IntakeQueue, smtp_server: SMTPTestServer
+) -> None:
+    [again] = queue.accept("erp", approval("e1").encode())  # before pruning: known
+    assert (again.redelivered, again.status) == (True, "notified")
+    # The intake rows pruned, the send log kept: e1 is new again, but its keys skip p-e1.
+    assert intake.prune(ws, utcnow()) == 2
+    [again] = queue.accept("erp", approval("e1").encode())
+    assert (again.redelivered, again.status) == (False, "queued")
+    assert queue.work_once() == 2  # e3 and e1 again
+    found = queue.status("erp", "e1")
+    assert found is not None and found["status"] == "notified"
+    assert [s["status"] for s in found["sends"]] == ["skipped_duplicate"]
+    assert len(smtp_server.messages) == 3  # e3's; nothing for e1 again
+    # `prune` with one date for all: e2's intake row and its log rows both go, so a
+    # redelivery of e2 is mailed a second time (what the README says the date trades).
+    code, _, err = run("prune", "--before", utcnow().isoformat())
+    assert code == 0, err
+    [again] = queue.accept("erp", approval("e2").encode())
+    assert (again.redelivered, again.status) == (False, "queued")
+    assert queue.work_once() == 1
+    assert [m.rcpt_tos[0] for m in smtp_server.messages].count("p-e2@example.com") == 2
