@@ -152,14 +152,16 @@ def _fields(p: argparse.ArgumentParser, *, required: bool) -> None:
         help="allow AUTH over an unencrypted connection to a non-local host",
     )
     p.add_argument("--imap-host", help="IMAP host for received archiving (default derived)")
-    p.add_argument("--imap-port", type=int, help="IMAP port (default 993)")
+    p.add_argument("--imap-port", type=int, help="IMAP port (default 993; 0: the default)")
     p.add_argument("--imap-security", choices=api.SECURITIES, help="IMAP security (default ssl)")
-    p.add_argument("--rate-limit", type=int, metavar="N", help="at most N messages per minute")
+    p.add_argument(
+        "--rate-limit", type=int, metavar="N", help="at most N messages per minute (0: no limit)"
+    )
     p.add_argument(
         "--max-size",
         type=float,
         metavar="MB",
-        help="largest message sent, in MB (default 20; a preset sets its provider's)",
+        help="largest message sent, in MB (default 20, a preset its provider's; 0: the default)",
     )
     p.add_argument("--unsubscribe-mailto", metavar="ADDR", help="List-Unsubscribe mailto")
     p.add_argument("--unsubscribe-url", metavar="URL", help="List-Unsubscribe https URL")
@@ -267,8 +269,12 @@ def _field_values(args: argparse.Namespace) -> dict[str, Any]:
 def _bytes(mb: float | None) -> int | None:
     if mb is None:
         return None
+    if mb == 0:
+        return 0  # back to the default
     if not mb > 0 or mb > 2048:
-        raise ValidationError(f"--max-size must be a number of MB from 0.001 to 2048, got {mb:g}")
+        raise ValidationError(
+            f"--max-size must be a number of MB from 0.001 to 2048 (0: the default), got {mb:g}"
+        )
     return int(mb * presets.MB)
 
 

@@ -246,15 +246,17 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
     v["imap_security"] = _check_choice(v.get("imap_security") or "ssl", SECURITIES, "IMAP security")
     default_imap_port = 993 if v["imap_security"] == "ssl" else 143
     imap_port = v.get("imap_port")
+    if imap_port == 0 and not isinstance(imap_port, bool):  # 0: back to the default
+        imap_port = None
     v["imap_port"] = _check_port(default_imap_port if imap_port is None else imap_port, "IMAP port")
     for flag in ("sent_archiving", "received_archiving"):
         if v.get(flag) is None:
             v[flag] = ARCHIVING_BY_KIND[v["kind"]]
     v["allow_insecure_auth"] = bool(v.get("allow_insecure_auth"))
     rate = v.get("rate_limit_per_minute")
-    if rate is not None and (not isinstance(rate, int) or rate < 1):
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 0):
         raise ValidationError(
-            f"rate limit must be a whole number of messages per minute, got {rate!r}"
+            f"rate limit must be a whole number of messages per minute (0: no limit), got {rate!r}"
         )
     v["rate_limit_per_minute"] = rate or None
     if v.get("unsubscribe_mailto"):
@@ -278,6 +280,8 @@ def _validate(v: dict[str, Any]) -> dict[str, Any]:
 def _check_size_and_signing(v: dict[str, Any]) -> None:
     """Message size limit, signature and DKIM selectors (issue 14's fields)."""
     size = v.get("max_message_bytes")
+    if size == 0 and not isinstance(size, bool):  # 0: back to the default
+        v["max_message_bytes"] = size = None
     if size is not None and (
         isinstance(size, bool) or not isinstance(size, int) or not 1024 <= size <= 2**31
     ):

@@ -549,12 +549,13 @@ class EmailManagement(w.VBox):
             "ca_bundle": self.ca_bundle.value,
             "allow_insecure_auth": self.allow_insecure_auth.value,
             "imap_host": self.imap_host.value,
-            "imap_port": self.imap_port.value or None,
-            "imap_security": None
+            # 0 (and the default security) set a bound account back to the default.
+            "imap_port": self.imap_port.value,
+            "imap_security": "ssl"
             if self.imap_security.value == _DEFAULT_IMAP
             else self.imap_security.value,
-            "rate_limit_per_minute": self.rate_limit.value or None,
-            "max_message_bytes": int(self.max_size.value * presets.MB) or None,
+            "rate_limit_per_minute": self.rate_limit.value,
+            "max_message_bytes": int(self.max_size.value * presets.MB),
             "unsubscribe_mailto": self.unsubscribe_mailto.value,
             "unsubscribe_url": self.unsubscribe_url.value,
         }

@@ -278,7 +278,9 @@ def test_send_over_the_accounts_maximum_is_one_line_exit_1_and_logged(
     assert "bytes)" in line and "account maximum" in line
     code, out, _ = cli("logs", "list", "--json")
     assert '"smtp_phase": "size"' in out and '"status": "failed"' in out
-    for bad in ("0", "-1", "5000"):
+    for bad in ("-1", "5000", "0.0001"):
         code, _, err = cli("accounts", "edit", "svc", "--max-size", bad)
-        assert code == 2 and "--max-size" in err and err.count("\n") == 1
+        assert code == 2 and "max" in err and err.count("\n") == 1, err
     assert accounts.get_account(ws, "svc").max_message_bytes == int(0.05 * 2**20)
+    assert cli("accounts", "edit", "svc", "--max-size", "0", "--rate-limit", "0")[0] == 0
+    assert accounts.get_account(ws, "svc").max_message_bytes is None  # back to the default

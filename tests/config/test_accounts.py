@@ -176,3 +176,18 @@ def test_unknown_names_are_not_found(ws: Workspace) -> None:
     ):
         with pytest.raises(NotFoundError, match="no system email named 'ghost'"):
             call()
+
+
+def test_zero_sets_a_limit_or_a_port_back_to_none_or_the_default(ws: Workspace) -> None:
+    add(ws, rate_limit_per_minute=20, max_message_bytes=5 * 2**20, imap_port=1993)
+    a = accounts.edit_account(ws, "service", rate_limit_per_minute=0, max_message_bytes=0,
+                              imap_port=0)  # fmt: skip
+    assert (a.rate_limit_per_minute, a.max_message_bytes, a.imap_port) == (None, None, 993)
+    assert (
+        add(ws, "other", rate_limit_per_minute=0, max_message_bytes=0).rate_limit_per_minute is None
+    )
+    for bad in ({"rate_limit_per_minute": -1}, {"rate_limit_per_minute": True},
+                {"max_message_bytes": 512}, {"max_message_bytes": False}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            accounts.edit_account(ws, "service", **bad)
+    assert accounts.get_account(ws, "service").rate_limit_per_minute is None

@@ -156,3 +156,15 @@ def test_provider_preset_and_size_limit(ws: Workspace, smtp_server: SMTPTestServ
     form.save.click()
     assert accounts.get_account(ws, "sized").max_message_bytes == int(2.5 * 1024 * 1024)
     assert form.max_size.value == 2.5  # shown back after Save
+
+    # 0 sets a bound account's limits and IMAP port back to none or the default
+    form.rate_limit.value, form.imap_port.value = 30, 1993
+    form.save.click()
+    a = accounts.get_account(ws, "sized")
+    assert (a.rate_limit_per_minute, a.imap_port) == (30, 1993), _status(form)
+    form.rate_limit.value = form.imap_port.value = 0
+    form.max_size.value = 0
+    form.save.click()
+    a = accounts.get_account(ws, "sized")
+    assert (a.rate_limit_per_minute, a.max_message_bytes, a.imap_port) == (None, None, 993)
+    assert "saved sized" in _status(form), _status(form)
