@@ -15,7 +15,7 @@ from typing import Any
 import ipywidgets as w
 
 from sysmail_ops.config import accounts as api
-from sysmail_ops.config import oauth
+from sysmail_ops.config import oauth, signing
 from sysmail_ops.config import providers as presets
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import LimitError, ValidationError
@@ -143,6 +143,46 @@ class EmailManagement(w.VBox):
         )
         self.advanced.set_title(0, "More settings: IMAP, CA bundle, insecure AUTH, rate limit, ...")
 
+        # The signature ({{ sender.signature }}) is saved with Save; DKIM acts at once.
+        self.signature_html = w.Textarea(
+            description="Signature, HTML", placeholder="<p>Kind regards,<br>Customer service</p>",
+            rows=4, layout=_WIDE, style=_STYLE,
+        )  # fmt: skip
+        self.signature_text = w.Textarea(
+            description="Signature, text", placeholder="Kind regards,\nCustomer service",
+            rows=3, layout=_WIDE, style=_STYLE,
+        )  # fmt: skip
+        self.signature_auto = w.Checkbox(
+            description="add it under each message whose template does not place it",
+            value=True, indent=False, layout=_AUTO,
+        )  # fmt: skip
+        self.dkim_selector = _text("DKIM selector", "e.g. mail2026")
+        self.dkim_algorithm = w.Dropdown(
+            description="DKIM key", options=[("RSA 2048", "rsa"), ("Ed25519", "ed25519")],
+            style=_STYLE,
+        )  # fmt: skip
+        self.dkim_make = w.Button(description="Make DKIM key", icon="certificate")
+        self.dkim_off = w.Button(description="DKIM off", icon="ban")
+        self.dkim_state = w.HTML()
+        self._dkim_off_armed = False  # the first click asks, the second deletes the keys
+        self.signing_box = w.Accordion(
+            children=[
+                w.VBox(
+                    [
+                        self.signature_html,
+                        self.signature_text,
+                        self.signature_auto,
+                        self.dkim_selector,
+                        self.dkim_algorithm,
+                        w.HBox([self.dkim_make, self.dkim_off]),
+                        self.dkim_state,
+                    ]
+                )
+            ],
+            selected_index=None,
+        )
+        self.signing_box.set_title(0, "Signature and DKIM")
+
         # OAuth2 (XOAUTH2) instead of a password: Microsoft 365, Google Workspace, ...
         self.use_oauth = w.Checkbox(
             description="log in with OAuth2 (XOAUTH2) instead of a password",
@@ -208,6 +248,8 @@ class EmailManagement(w.VBox):
         self.cancel_remove.on_click(guard(self._on_cancel_remove))
         self.oauth_provider.observe(guard(lambda _c: self._flows()), names="value")
         self.authorize.on_click(guard(self._on_authorize))
+        self.dkim_make.on_click(guard(self._on_dkim_make))
+        self.dkim_off.on_click(guard(self._on_dkim_off))
         self._authorizing: threading.Thread | None = None
         self._loading = False
 
@@ -234,6 +276,7 @@ class EmailManagement(w.VBox):
                 self.sent_archiving,
                 self.received_archiving,
                 self.advanced,
+                self.signing_box,
                 self.oauth_box,
                 w.HBox([self.save, self.test, self.test_to, self.remove]),
                 self.confirm_box,
@@ -342,6 +385,8 @@ class EmailManagement(w.VBox):
                 default = api.ARCHIVING_BY_KIND["customer_service"]
                 self.sent_archiving.value = self.received_archiving.value = default
                 self.password.placeholder = ""
+                self.signature_html.value = self.signature_text.value = ""
+                self.signature_auto.value = True
                 self._load_oauth(None)
             else:
                 a = api.get_account(self.ws, self.pick.value)
@@ -371,7 +416,11 @@ class EmailManagement(w.VBox):
                 self.password.placeholder = (
                     "stored: leave empty to keep it" if a.auth_source == "stored" else ""
                 )
+                self.signature_html.value = a.signature_html or ""
+                self.signature_text.value = a.signature_text or ""
+                self.signature_auto.value = a.signature_auto
                 self._load_oauth(a)
+            self._show_dkim()
             self.preset_hint.value = ""
             self._show_default()
         finally:
@@ -533,6 +582,61 @@ class EmailManagement(w.VBox):
             "ok",
         )
 
+    def _show_dkim(self) -> None:
+        """The picked account's DKIM state: the TXT records to publish, or off."""
+        self._dkim_off_armed = False
+        self.dkim_off.description = "DKIM off"
+        editing = self.pick.value != NEW
+        self.dkim_make.disabled = self.dkim_off.disabled = not editing
+        if not editing:
+            self.dkim_state.value = "<small>DKIM: bind the system email first.</small>"
+            return
+        records = signing.dkim_records(self.ws, self.pick.value)
+        if not records:
+            self.dkim_state.value = "<small>DKIM signing is off.</small>"
+            return
+        rows = "".join(
+            f"<li><code>{html.escape(name)} TXT &quot;{html.escape(value)}&quot;</code></li>"
+            for name, value in records
+        )
+        self.dkim_state.value = (
+            f"<small>DKIM signing on. Publish in DNS before sending:</small><ul>{rows}</ul>"
+        )
+
+    def _on_dkim_make(self, _button: Any) -> None:
+        if self.pick.value == NEW:
+            raise ValidationError("save the system email before making its DKIM key")
+        a, key = signing.set_dkim(
+            self.ws,
+            self.pick.value,
+            selector=self.dkim_selector.value.strip(),
+            algorithm=self.dkim_algorithm.value,
+        )
+        self.dkim_selector.value = ""
+        self._show_dkim()
+        message(
+            self.status,
+            f"{a.name}: {key.algorithm} key made and stored encrypted (selector {key.selector}, "
+            f"d={key.domain}); publish its DNS TXT record before sending",
+            "ok",
+        )
+
+    def _on_dkim_off(self, _button: Any) -> None:
+        if self.pick.value == NEW:
+            return
+        if not self._dkim_off_armed:
+            self._dkim_off_armed = True
+            self.dkim_off.description = "Delete the keys?"
+            message(self.status, "click again to stop signing and delete the DKIM keys", "info")
+            return
+        a = signing.dkim_off(self.ws, self.pick.value)
+        self._show_dkim()
+        message(
+            self.status,
+            f"{a.name}: DKIM signing off, keys deleted (remove the DNS records too)",
+            "ok",
+        )
+
     def _fields(self) -> dict[str, Any]:
         """Every field as the library takes it; empty text clears an optional field."""
         return {
@@ -558,6 +662,9 @@ class EmailManagement(w.VBox):
             "max_message_bytes": int(self.max_size.value * presets.MB),
             "unsubscribe_mailto": self.unsubscribe_mailto.value,
             "unsubscribe_url": self.unsubscribe_url.value,
+            "signature_html": self.signature_html.value,  # empty: no signature part
+            "signature_text": self.signature_text.value,
+            "signature_auto": self.signature_auto.value,
         }
 
     def _password(self) -> tuple[str | None, str | None, bool]:

@@ -168,3 +168,57 @@ def test_provider_preset_and_size_limit(ws: Workspace, smtp_server: SMTPTestServ
     a = accounts.get_account(ws, "sized")
     assert (a.rate_limit_per_minute, a.max_message_bytes, a.imap_port) == (None, None, 993)
     assert "saved sized" in _status(form), _status(form)
+
+
+def test_signature_is_saved_with_save_and_cleared_by_emptying_it(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    form = EmailManagement(ws)
+    _fill_new(form, smtp_server, "signed", GOOD_PASSWORD)
+    form.signature_html.value = "<p>Kind regards,<br><b>Service</b></p>"
+    form.signature_text.value = "Kind regards,\nService"
+    form.signature_auto.value = False
+    form.save.click()
+    a = accounts.get_account(ws, "signed")
+    assert a.signature_html == "<p>Kind regards,<br><b>Service</b></p>", _status(form)
+    assert (a.signature_text, a.signature_auto) == ("Kind regards,\nService", False)
+    form.pick.value = NEW
+    assert form.signature_html.value == "" and form.signature_auto.value
+    form.pick.value = "signed"  # shown back when picked
+    assert form.signature_text.value == "Kind regards,\nService"
+    assert not form.signature_auto.value
+    form.signature_html.value = form.signature_text.value = ""
+    form.save.click()
+    a = accounts.get_account(ws, "signed")
+    assert (a.signature_html, a.signature_text) == (None, None), _status(form)
+    form.signature_text.value = "x\0y"  # refused in the form, nothing written
+    form.save.click()
+    assert "NUL" in _status(form) and accounts.get_account(ws, "signed").signature_text is None
+
+
+def test_dkim_key_made_shown_and_turned_off_from_the_form(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    form = EmailManagement(ws)
+    assert form.dkim_make.disabled  # a new system email has no key to make yet
+    _fill_new(form, smtp_server, "dk", GOOD_PASSWORD)
+    form.save.click()
+    assert not form.dkim_make.disabled and "off" in form.dkim_state.value
+    form.dkim_selector.value = "bad selector!"
+    form.dkim_make.click()
+    assert (
+        "selector" in _status(form) and accounts.get_account(ws, "dk").dkim_ed25519_selector is None
+    )
+    form.dkim_selector.value, form.dkim_algorithm.value = "ed2026", "ed25519"
+    form.dkim_make.click()
+    a = accounts.get_account(ws, "dk")
+    assert a.dkim_ed25519_selector == "ed2026", _status(form)
+    domain = GOOD_LOGIN.rpartition("@")[2]
+    assert f"ed2026._domainkey.{domain}" in form.dkim_state.value
+    assert "k=ed25519" in form.dkim_state.value and "ed2026" in _status(form)
+    form.dkim_off.click()  # the first click only asks
+    assert accounts.get_account(ws, "dk").dkim_ed25519_selector == "ed2026"
+    assert "click again" in _status(form)
+    form.dkim_off.click()
+    assert accounts.get_account(ws, "dk").dkim_ed25519_selector is None
+    assert "off" in form.dkim_state.value and "keys deleted" in _status(form)
