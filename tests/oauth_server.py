@@ -94,6 +94,7 @@ class CodeRequest:
 class Records:
     grants_used: list[str] = field(default_factory=list)  # grant_type of each token answer
     refused: list[str] = field(default_factory=list)  # error of each refusal
+    revoked: list[str] = field(default_factory=list)  # token_type_hint of each revocation
 
 
 def _b64url(data: bytes) -> str:
@@ -123,6 +124,7 @@ class OAuthTestServer:
             self._devices: dict[str, DeviceRequest] = {}
             self._codes: dict[str, CodeRequest] = {}
             self.records = Records()
+            self.revocation_down = False  # an injected fault: /oauth2/revoke answers 503
 
     def register(self, client: Client) -> Client:
         with self._lock:
@@ -406,13 +408,25 @@ class OAuthTestServer:
         return status, {"error": error, "error_description": description}
 
     def revoke(self, form: dict[str, str]) -> tuple[int, Any]:
+        """RFC 7009: only the client a token was issued to may revoke it (2.1); an
+        unknown token is answered 200 all the same (2.2)."""
+        if self.revocation_down:
+            return 503, {"error": "temporarily_unavailable", "error_description": "try later"}
         token = form.get("token", "")
         with self._lock:
-            if token in self._grants:
-                self._grants[token].revoked = True
-            if token in self._tokens:
-                self._tokens[token].revoked = True
+            held = self._grants.get(token) or self._tokens.get(token)
+            if held is not None and held.client_id != form.get("client_id"):
+                why = "the token was issued to another client"
+                return 400, {"error": "unauthorized_client", "error_description": why}
+            if held is not None:
+                held.revoked = True
+            self.records.revoked.append(form.get("token_type_hint", ""))
         return 200, {}
+
+    def is_revoked(self, token: str) -> bool:
+        with self._lock:
+            held = self._grants.get(token) or self._tokens.get(token)
+            return held is not None and held.revoked
 
     def introspect(self, form: dict[str, str]) -> tuple[int, Any]:
         token = form.get("token", "")

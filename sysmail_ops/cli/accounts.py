@@ -106,6 +106,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--wait", type=float, default=oauth.LOOPBACK_WAIT, metavar="S",
         help="seconds to wait for the browser sign-in (300)",
     )  # fmt: skip
+    auth.add_argument(
+        "--revoke", action="store_true",
+        help="end the authorization: revoke the tokens at the provider, delete them here",
+    )  # fmt: skip
     auth.set_defaults(handler=cmd_authorize)
 
     rm = acts.add_parser("remove", help="unbind a system email")
@@ -486,6 +490,12 @@ def cmd_authorize(args: argparse.Namespace) -> int:
             f"{a.name} logs in with {a.auth}, not OAuth2: `sysmail-ops accounts edit {a.name} "
             "--auth oauth2 --oauth-provider ...` first"
         )
+
+    if args.revoke:
+        if args.browser:
+            raise ValidationError("--revoke cannot be combined with --browser")
+        print(safe(oauth.revoke(ws, a.oauth)))
+        return 0
 
     def say(line: str) -> None:
         print(safe(line), flush=True)

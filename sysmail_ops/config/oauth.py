@@ -231,6 +231,71 @@ def forget(ws: Workspace, name: str) -> None:
         audit.record(con, "account", name, "forget authorization", before, after)
 
 
+MS_NO_REVOCATION = (
+    "Microsoft offers apps no token revocation: to end the grant there too, revoke the "
+    "mailbox user's sessions (Entra admin center, or Revoke-MgUserSignInSession)"
+)
+
+
+def revoke(ws: Workspace, client: OAuthClient) -> str:
+    """End the account's OAuth2 authorization; a one-line verdict.
+
+    The tokens it holds (refresh, then access) are revoked at the provider's RFC 7009
+    revocation endpoint (Google's, or a generic issuer's from its metadata), then
+    deleted here (audited). Microsoft has no such endpoint for apps: the tokens are
+    deleted here and the verdict says how to end the grant there. If the provider
+    cannot be reached or refuses, nothing is deleted and one line says why.
+    """
+    state, secret, _key = _read(ws, client.account)
+    if not state:
+        return f"{client.account}: not authorized: nothing to revoke"
+    if client.provider == "microsoft":
+        forget(ws, client.account)
+        return f"{client.account}: stored tokens deleted. {MS_NO_REVOCATION}"
+    held = [(state.get(kind), kind) for kind in ("refresh_token", "access_token")]
+    with _closing_sessions():
+        meta = _metadata(client)
+        endpoint = meta.get("revocation_endpoint")
+        if not endpoint:
+            forget(ws, client.account)
+            return (
+                f"{client.account}: stored tokens deleted; the provider publishes no revocation "
+                "endpoint: end the grant in its console"
+            )
+        session = _authlib(client, secret)
+        for token, kind in held:
+            if token:
+                _revoke_one(client, session, endpoint, token, kind)
+    forget(ws, client.account)
+    return f"{client.account}: authorization revoked at the provider; stored tokens deleted"
+
+
+def _revoke_one(client: OAuthClient, session: Any, endpoint: str, token: str, kind: str) -> None:
+    import requests
+
+    try:
+        resp = session.revoke_token(endpoint, token=token, token_type_hint=kind)
+    except (requests.RequestException, OSError) as exc:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise OAuthError(
+            f"cannot reach the provider to revoke {client.account!r}: {why}; "
+            "nothing was deleted: try again"
+        ) from None
+    if resp.status_code == 200:  # RFC 7009 2.2: also for a token it no longer knows
+        return
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    said = " ".join(str(body.get("error_description") or "").split())[:200]
+    error = str(body.get("error") or f"HTTP {resp.status_code}")
+    raise OAuthError(
+        f"the provider refused to revoke the {kind.replace('_', ' ')} of {client.account!r} "
+        f"({error}{': ' + said if said else ''}); nothing was deleted"
+    )
+
+
 def status(ws: Workspace, name: str) -> str:
     """One line for `accounts show`: authorized when and as whom, or not yet."""
     with ws.store.connect() as con:

@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from oauth_fixtures import APP_CLIENT, APP_SECRET, MAILBOX, PUBLIC_CLIENT, TENANT, XOAuth2SMTPServer
+from oauth_fixtures import (
+    APP_CLIENT,
+    APP_SECRET,
+    MAILBOX,
+    PUBLIC_CLIENT,
+    TENANT,
+    XOAuth2SMTPServer,
+    authorize_device,
+)
 from oauth_server import OAuthTestServer
 
 from sysmail_ops.cli import main
@@ -214,3 +222,22 @@ def test_a_microsoft365_preset_with_a_client_id_means_oauth2(
                          "--provider", "google", "--auth", "oauth2", "--oauth-key-file",
                          "/nonexistent")  # fmt: skip
     assert code == 2 and "--oauth-key-file /nonexistent" in err
+
+
+def test_authorize_revoke_deletes_the_tokens_in_one_line(
+    cli: Cli, ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer, oauth_server: OAuthTestServer
+) -> None:
+    code, _, err = cli("accounts", "add", "o365", *microsoft(xoauth2_smtp, "--oauth-client-id",
+                                                             PUBLIC_CLIENT))  # fmt: skip
+    assert code == 0, err
+    authorize_device(ws, accounts.get_account(ws, "o365"), oauth_server)
+    code, out, err = cli("accounts", "authorize", "o365", "--revoke", "--browser")
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "--browser" in err
+    code, out, err = cli("accounts", "authorize", "o365", "--revoke")
+    assert code == 0, err
+    assert out.startswith("o365: stored tokens deleted. Microsoft offers apps no token revocation")
+    assert out.count("\n") == 1
+    code, out, _ = cli("accounts", "show", "o365")
+    assert "not authorized yet" in out
+    code, out, _ = cli("accounts", "authorize", "o365", "--revoke")
+    assert (code, out) == (0, "o365: not authorized: nothing to revoke\n")

@@ -31,6 +31,7 @@ from sysmail_ops.errors import OAuthError, ValidationError
 from sysmail_ops.mail.credentials import Token
 from sysmail_ops.sending import connection_test
 from sysmail_ops.sending.batch import SendOptions, send
+from sysmail_ops.store import audit
 from sysmail_ops.templates import catalog as templates
 
 FAST = SendOptions(backoff=0.01)
@@ -350,3 +351,48 @@ def test_generic_client_credentials_with_authlib(
     finally:
         xoauth2_smtp.oauth = oauth_server
     assert oauth_server.records.grants_used == ["client_credentials"]
+
+
+# --- revoking an authorization -------------------------------------------------------------------
+
+
+def test_revoke_ends_the_grant_at_the_provider_and_deletes_the_tokens(
+    ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer, oauth_server: OAuthTestServer, note: object
+) -> None:
+    account = bind_oauth(ws, xoauth2_smtp, provider="generic", flow="device",
+                         oauth_client_id=PUBLIC_CLIENT, oauth_tenant=None)  # fmt: skip
+    flow = Authorizing(ws, account)
+    oauth_server.approve(device_code(flow.shown()), MAILBOX)
+    flow.finish()
+    sent_once(ws, xoauth2_smtp, note)
+    (refresh,) = oauth_server.issued_refresh_tokens
+    (access,) = oauth_server.issued_access_tokens
+
+    oauth_server.revocation_down = True  # the provider fails: nothing is deleted here
+    with pytest.raises(OAuthError, match=r"refused to revoke .*temporarily_unavailable.*nothing"):
+        oauth.revoke(ws, account.oauth)
+    assert oauth.status(ws, "o365").startswith("authorized")
+    oauth_server.revocation_down = False
+
+    verdict = oauth.revoke(ws, account.oauth)
+    assert verdict == "o365: authorization revoked at the provider; stored tokens deleted"
+    assert oauth_server.records.revoked == ["refresh_token", "access_token"]
+    assert oauth_server.is_revoked(refresh) and oauth_server.is_revoked(access)
+    assert oauth.status(ws, "o365").startswith("not authorized yet")
+    with pytest.raises(OAuthError, match="not authorized for OAuth2 yet"):
+        send(ws, "o365", "note", to="eve@example.com", record={"case_id": "C-2"}, options=FAST)
+    assert oauth.revoke(ws, account.oauth) == "o365: not authorized: nothing to revoke"
+    assert audit.list_entries(ws.store)[0].action == "forget authorization"
+
+
+def test_revoke_for_microsoft_deletes_the_tokens_and_says_how_to_end_the_grant_there(
+    ws: Workspace, xoauth2_smtp: XOAuth2SMTPServer, oauth_server: OAuthTestServer
+) -> None:
+    account = bind_oauth(ws, xoauth2_smtp)
+    flow = Authorizing(ws, account)
+    oauth_server.approve(device_code(flow.shown()), MAILBOX)
+    flow.finish()
+    verdict = oauth.revoke(ws, account.oauth)
+    assert verdict.startswith("o365: stored tokens deleted. Microsoft offers apps no token")
+    assert oauth_server.records.revoked == []  # nothing to call: said, not pretended
+    assert oauth.status(ws, "o365").startswith("not authorized yet")
