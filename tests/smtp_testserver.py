@@ -310,6 +310,12 @@ class SMTPTestServer:
         self.port = self._controller.port
         self.reset()  # forget the start-up probe connection
 
+    def drop_connections(self) -> None:
+        """Hang up on every connected client at once, as a server's idle timeout does."""
+        controller = self._controller
+        if controller is not None:
+            asyncio.run_coroutine_threadsafe(controller._drop_sessions(), controller.loop).result(5)
+
     def stop(self) -> None:
         controller, self._controller = self._controller, None
         if controller is not None:

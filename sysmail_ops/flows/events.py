@@ -221,14 +221,22 @@ _EVENT_COLUMNS = (
     "event_id", "flow_type", "flow_name", "event", "object_type", "object_id", "occurred_at",
     "received_at", "source", "record", "status", "matched_rules", "error", "sends",
 )  # fmt: skip
+# Each column's type where it is not VARCHAR.
+_EVENT_TYPES = {
+    "occurred_at": "TIMESTAMP",
+    "received_at": "TIMESTAMP",
+    "matched_rules": "VARCHAR[]",
+}
 
 
 def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -> None:
-    """One row per event received, inserted together on the caller's transaction."""
-    import pandas as pd
+    """One row per event received, inserted together on the caller's transaction.
 
+    The columns go as lists, unnested by DuckDB: a DataFrame cost ~15 ms per call
+    whatever its size, most of a micro-batch's time in ``serve``'s intake.
+    """
     now = utcnow()
-    rows = []
+    columns: dict[str, list[Any]] = {c: [] for c in _EVENT_COLUMNS}
     for item, res in zip(intakes, results, strict=True):
         ev, raw = item.event, item.raw or {}
 
@@ -237,38 +245,29 @@ def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -
             return str(value)[:200] if isinstance(value, str | int) else None
 
         record = ev.record if ev else raw.get("record")
-        rows.append(
-            {
-                "event_id": res.event_id,
-                "flow_type": text("flow_type"),
-                "flow_name": text("flow_name"),
-                "event": text("event"),
-                "object_type": text("object_type"),
-                "object_id": text("object_id"),
-                "occurred_at": (ev.occurred_at or now) if ev else None,
-                "received_at": now,
-                "source": item.source,
-                "record": json.dumps(record, default=str) if isinstance(record, Mapping) else None,
-                "status": res.status,
-                "matched_rules": json.dumps(res.matched),
-                "error": res.error,
-                "sends": json.dumps([asdict(s) for s in res.sends]),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(_EVENT_COLUMNS)).astype(
-        {c: "object" for c in _EVENT_COLUMNS if c not in ("occurred_at", "received_at")}
+        row = {
+            "event_id": res.event_id,
+            "flow_type": text("flow_type"),
+            "flow_name": text("flow_name"),
+            "event": text("event"),
+            "object_type": text("object_type"),
+            "object_id": text("object_id"),
+            "occurred_at": (ev.occurred_at or now) if ev else None,
+            "received_at": now,
+            "source": item.source,
+            "record": json.dumps(record, default=str) if isinstance(record, Mapping) else None,
+            "status": res.status,
+            "matched_rules": [str(m) for m in res.matched],
+            "error": res.error,
+            "sends": json.dumps([asdict(s) for s in res.sends]),
+        }
+        for c in _EVENT_COLUMNS:
+            columns[c].append(row[c])
+    select = ", ".join(f"unnest(?::{_EVENT_TYPES.get(c, 'VARCHAR')}[])" for c in _EVENT_COLUMNS)
+    con.execute(
+        f"INSERT INTO workflow_events ({', '.join(_EVENT_COLUMNS)}) SELECT {select}",
+        [columns[c] for c in _EVENT_COLUMNS],
     )
-    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
-    cols = ", ".join(_EVENT_COLUMNS)
-    select = ", ".join(
-        "from_json(matched_rules, '[\"VARCHAR\"]')"
-        if c == "matched_rules"
-        else f"{c}::" + ("TIMESTAMP" if c.endswith("_at") else "VARCHAR")
-        for c in _EVENT_COLUMNS
-    )
-    con.register("incoming_events", frame)
-    con.execute(f"INSERT INTO workflow_events ({cols}) SELECT {select} FROM incoming_events")  # noqa: S608
-    con.unregister("incoming_events")
 
 
 # --- claims: one process sends an event at a time ------------------------------------------

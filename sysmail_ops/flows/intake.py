@@ -29,11 +29,12 @@ from datetime import datetime
 from typing import Any
 
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import NotFoundError, SysmailError, ValidationError
+from sysmail_ops.errors import NotFoundError, StoreBusyError, SysmailError, ValidationError
 from sysmail_ops.flows.events import EventResult, Intake, intake, parse_lines
-from sysmail_ops.flows.notifications import notify_many
+from sysmail_ops.flows.microbatch import MicroBatcher
 from sysmail_ops.inputs import parse_json
 from sysmail_ops.sending.engine import SendOptions
+from sysmail_ops.sending.session import IDLE_CLOSE
 from sysmail_ops.store.database import utcnow
 
 log = logging.getLogger("sysmail_ops.flows.intake")
@@ -46,6 +47,7 @@ __all__ = [
     "IntakeQueue",
     "QueueFull",
     "Source",
+    "Unauthorized",
     "add_source",
     "authenticate",
     "list_sources",
@@ -53,8 +55,12 @@ __all__ = [
 ]
 
 QUEUE_LIMIT = 10_000  # events queued and not yet notified; past it posts get 429
-BATCH = 500  # events per micro-batch
-INTERVAL = 0.2  # seconds the worker waits for more before looking again
+BATCH = 500  # events per micro-batch, at most
+INTERVAL = 0.2  # seconds the idle worker sleeps between looks, unless a post wakes it
+POISON_ATTEMPTS = 3  # tries of an event alone before it is marked error
+RETRY_FIRST = 0.5  # seconds before an event that failed alone is tried again; doubles
+RETRY_MAX = 30.0  # ... up to this
+HELD_RETRY = 1.0  # seconds before an event another process is sending is looked at again
 MAX_ID = 150  # an event id's length within its source (the pipeline sees SOURCE/ID)
 IDLE_RELEASE = 2.0  # seconds without traffic after which the store file is let go
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -159,12 +165,17 @@ class _Pending:
 
     source: str
     fresh: list[tuple[Accepted, str]]
+    token_hash: str | None = None  # checked again in the commit (a token taken from the cache)
     done: bool = False
     error: BaseException | None = None
 
 
 class QueueFull(SysmailError):
     """More events are queued than the bound allows: the caller tries again later."""
+
+
+class Unauthorized(SysmailError):
+    """The post's token is no longer valid (its source was revoked): nothing was recorded."""
 
 
 def read_body(body: bytes) -> list[Intake]:
@@ -211,9 +222,15 @@ class IntakeQueue:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
+        self._tokens: dict[str, str] = {}  # SHA-256 of a token seen valid -> its source
         self._held: ExitStack | None = None
         self._last_use = 0.0
         self._thread: threading.Thread | None = None
+        self._batcher = MicroBatcher(ws, self.options)
+        self.idle_close = IDLE_CLOSE  # seconds after which an unused SMTP connection is closed
+        self._suspects: dict[int, _Suspect] = {}  # rows of a failed micro-batch, tried alone
+        self._not_before: dict[int, float] = {}  # rows waiting out a backoff (monotonic time)
+        self._last_success = 0.0  # when a micro-batch last went through (monotonic time)
         with ws.store.connect() as con:
             row = con.execute("SELECT count(*) FROM event_intake WHERE state = ?", [QUEUED])
             self.pending = int(row.fetchone()[0])  # type: ignore[index]
@@ -236,15 +253,33 @@ class IntakeQueue:
 
     # -- web side ------------------------------------------------------------------------
 
-    def source_for(self, token: str | None) -> str | None:
-        self._touch()
-        with self.ws.store.connect() as con:
-            return authenticate(con, token)
+    def source_for(self, token: str | None, *, cached: bool = False) -> str | None:
+        """The active source whose token this is, or None.
 
-    def accept(self, source: str, body: bytes) -> list[Accepted]:
+        ``cached``: a token seen valid before is taken without a store visit; for a post,
+        whose ``accept(..., token=)`` checks it again in the transaction that records the
+        events (a revoked token then writes nothing and gets ``Unauthorized``).
+        """
+        self._touch()
+        wanted = _hash(token) if token else None
+        if cached and wanted is not None:
+            with self._lock:
+                known = self._tokens.get(wanted)
+            if known is not None:
+                return known
+        with self.ws.store.connect() as con:
+            found = authenticate(con, token)
+        if found is not None and wanted is not None:
+            with self._lock:
+                self._tokens[wanted] = found
+        return found
+
+    def accept(self, source: str, body: bytes, *, token: str | None = None) -> list[Accepted]:
         """Record the good events of a post (committed before this returns); one answer each.
 
         Raises ``QueueFull`` (nothing written) when they would pass the queue bound.
+        ``token``: the post's, checked again on the transaction that records its events
+        (``Unauthorized``, nothing written, when it is no longer valid).
         """
         self._touch()
         answers: list[Accepted] = []
@@ -262,9 +297,16 @@ class IntakeQueue:
             got.id = item.event.id
             assert item.raw is not None
             fresh.append((got, json.dumps(item.raw, default=str)))
+        token_hash = _hash(token) if token else None
         if not fresh:
+            if token_hash is not None:  # nothing to record: the token is checked all the same
+                alone = _Pending(source, [], token_hash)
+                with self.ws.store.connect() as con:
+                    self._check_tokens(con, [alone])
+                if alone.error is not None:
+                    raise alone.error
             return answers
-        mine = _Pending(source, fresh)
+        mine = _Pending(source, fresh, token_hash)
         with self._lock:
             if self.pending >= self.limit:  # full: refused before any store visit
                 raise self._full()
@@ -287,7 +329,8 @@ class IntakeQueue:
         try:
             now = utcnow()
             with self.ws.store.transaction() as con:
-                keys = [(p.source, got.id) for p in group for got, _ in p.fresh]
+                posts = self._check_tokens(con, group)
+                keys = [(p.source, got.id) for p in posts for got, _ in p.fresh]
                 known = {
                     (src, eid): status
                     for src, eid, status in con.execute(
@@ -299,7 +342,7 @@ class IntakeQueue:
                 }
                 rows: list[tuple[str, str, str]] = []
                 room = self.limit - self.pending
-                for p in group:
+                for p in posts:
                     new: list[tuple[str, str, str]] = []
                     for got, data in p.fresh:
                         key = (p.source, got.id or "")
@@ -332,6 +375,28 @@ class IntakeQueue:
         finally:
             for p in group:
                 p.done = True
+
+    def _check_tokens(self, con: Any, group: list[_Pending]) -> list[_Pending]:
+        """The posts whose token is still valid; the others get ``Unauthorized``."""
+        hashes = sorted({p.token_hash for p in group if p.token_hash is not None})
+        if not hashes:
+            return group
+        valid = set(
+            con.execute(
+                "SELECT name, token_hash FROM event_sources WHERE revoked_at IS NULL "
+                "AND list_contains(?, token_hash)",
+                [hashes],
+            ).fetchall()
+        )
+        kept = []
+        for p in group:
+            if p.token_hash is None or (p.source, p.token_hash) in valid:
+                kept.append(p)
+                continue
+            p.error = Unauthorized("the source's token is no longer valid")
+            with self._lock:
+                self._tokens.pop(p.token_hash, None)
+        return kept
 
     def _full(self) -> QueueFull:
         return QueueFull(
@@ -374,7 +439,11 @@ class IntakeQueue:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # still sending: its sessions are its own to close
+                self._thread = None
+                return
             self._thread = None
+        self._batcher.close()
         with self._hold_lock:
             if self._held is not None:
                 self._held.close()
@@ -382,61 +451,133 @@ class IntakeQueue:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            self._wake.wait(self.interval)  # idle: a post wakes the worker at once
             self._wake.clear()
             try:
-                # A full batch goes at once; after a partial one the next starts ``interval``
-                # after it began (its cost, mostly fixed, is shared by more events), unless the
-                # queue was idle: then the first events go at once.
-                began = time.monotonic()
-                while not self._stop.is_set() and (done := self.work_once()):
-                    if done < self.batch:
-                        self._stop.wait(max(0.0, began + self.interval - time.monotonic()))
-                    began = time.monotonic()
+                # No pause between micro-batches: what arrived while one was sent is the next
+                # one, so the batch grows with the load and its cost is shared by more events.
+                while not self._stop.is_set() and self.work_once():
+                    pass
             except SysmailError as exc:  # the store busy, say: the rows stay queued
                 log.warning("intake worker: %s; trying again", exc)
                 self._stop.wait(1.0)
-            except Exception:
-                log.exception("intake worker failed; trying again")
+            except Exception as exc:
+                log.warning("intake worker failed (%s); trying again", _reason(exc))
                 self._stop.wait(1.0)
+            self._batcher.close_idle(self.idle_close)
             self._release_if_idle()
 
     def work_once(self) -> int:
-        """Notify one micro-batch of queued events and record their outcomes; how many."""
-        if self.pending == 0:  # nothing queued: the store is not even opened
+        """Notify one micro-batch of queued events and record their outcomes; how many.
+
+        A micro-batch that fails unexpectedly (not a bad event, which is its own error,
+        nor the store busy) is tried again one event at a time; an event that still fails
+        alone after ``POISON_ATTEMPTS`` tries, spaced out, is marked ``error`` with the
+        reason, once another event has gone through since it first failed (so a failure
+        of everything, such as a full disk, marks nothing).
+        """
+        now = time.monotonic()
+        waiting = [i for i, t in self._not_before.items() if t > now]
+        if self.pending <= len(waiting):  # nothing queued, or only what waits: no store visit
             return 0
         with self.ws.store.connect() as con:
             rows = con.execute(
                 "SELECT id, source, event_id, body FROM event_intake WHERE state = ? "
-                "ORDER BY id LIMIT ?",
-                [QUEUED, self.batch],
+                "AND NOT list_contains(?::BIGINT[], id) ORDER BY id LIMIT ?",
+                [QUEUED, waiting, self.batch],
             ).fetchall()
         if not rows:
             return 0
         self._touch()
-        events = [_for_pipeline(source, body) for _id, source, _eid, body in rows]
-        results = notify_many(self.ws, events, options=self.options, source="http")
-        done = utcnow()
-        import pandas as pd
-
-        frame = pd.DataFrame(
-            {
-                "id": [r[0] for r in rows],
-                "status": [res.status for res in results],
-                "result": [_result(res) for res in results],
-            }
-        )
-        with self.ws.store.transaction() as con:
-            con.register("intake_done", frame)
-            con.execute(
-                "UPDATE event_intake SET state = 'done', status = d.status, result = d.result, "
-                "done_at = ? FROM intake_done d WHERE event_intake.id = d.id",
-                [done],
-            )
-            con.unregister("intake_done")
-        with self._lock:
-            self.pending = max(0, self.pending - len(rows))
+        fresh = [r for r in rows if r[0] not in self._suspects]
+        groups = ([fresh] if fresh else []) + [[r] for r in rows if r[0] in self._suspects]
+        for group in groups:
+            self._notify(group)
         return len(rows)
+
+    def _notify(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Notify some queued rows and record their outcomes (a poison event: see above)."""
+        intakes = [
+            intake(_for_pipeline(source, body), f"http #{n}")
+            for n, (_id, source, _eid, body) in enumerate(rows, 1)
+        ]
+        done = utcnow()
+
+        def record(con: Any, results: list[EventResult | None]) -> None:
+            got = [(r[0], res) for r, res in zip(rows, results, strict=True) if res is not None]
+            if got:
+                con.execute(
+                    "UPDATE event_intake SET state = 'done', status = d.status, "
+                    "result = d.result, done_at = ? FROM (SELECT unnest(?::BIGINT[]) AS id, "
+                    "unnest(?::VARCHAR[]) AS status, unnest(?::VARCHAR[]) AS result) d "
+                    "WHERE event_intake.id = d.id",
+                    [done, [i for i, _ in got], [res.status for _, res in got],
+                     [_result(res) for _, res in got]],
+                )  # fmt: skip
+
+        try:
+            results = self._batcher.notify(intakes, record)
+        except StoreBusyError:
+            raise  # the store, not the events: the rows stay queued
+        except Exception as exc:
+            self._failed(rows, exc)
+            return
+        self._last_success = time.monotonic()
+        for (row_id, *_rest), res in zip(rows, results, strict=True):
+            if res is None:  # another process is sending it: look again shortly
+                self._not_before[row_id] = time.monotonic() + HELD_RETRY
+                continue
+            self._suspects.pop(row_id, None)
+            self._not_before.pop(row_id, None)
+            with self._lock:
+                self.pending = max(0, self.pending - 1)
+
+    def _failed(self, rows: list[tuple[int, str, str, str]], exc: Exception) -> None:
+        now = time.monotonic()
+        reason = _reason(exc)
+        if len(rows) > 1:
+            log.warning(
+                "intake: a micro-batch of %d events failed (%s); trying them one at a time",
+                len(rows), reason,
+            )  # fmt: skip
+            for row_id, *_rest in rows:
+                self._suspects.setdefault(row_id, _Suspect(now))
+            return
+        row_id, source, event_id, _body = rows[0]
+        s = self._suspects.setdefault(row_id, _Suspect(now))
+        s.attempts += 1
+        if s.attempts < POISON_ATTEMPTS or self._last_success <= s.first_failed:
+            self._not_before[row_id] = now + min(RETRY_MAX, RETRY_FIRST * 2 ** (s.attempts - 1))
+            return
+        why = f"could not be processed: {reason}"
+        with self.ws.store.transaction() as con:
+            con.execute(
+                "UPDATE event_intake SET state = 'done', status = 'error', result = ?, "
+                "done_at = ? WHERE id = ? AND state = ?",
+                [json.dumps({"matched": [], "sends": [], "error": why}), utcnow(), row_id, QUEUED],
+            )
+        del self._suspects[row_id]
+        self._not_before.pop(row_id, None)
+        with self._lock:
+            self.pending = max(0, self.pending - 1)
+        log.error(
+            "intake: event %s of source %s marked error after %d attempts: %s",
+            event_id, source, s.attempts, reason,
+        )  # fmt: skip
+
+
+@dataclass
+class _Suspect:
+    """A row of a micro-batch that failed: tried alone from then on."""
+
+    first_failed: float  # monotonic time
+    attempts: int = 0  # failures alone
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming an unexpected error: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _result(res: EventResult) -> str:

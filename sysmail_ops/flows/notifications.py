@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from itertools import islice
 from typing import Any
 
@@ -59,12 +59,12 @@ CLAIM_WAIT = 60.0  # seconds to wait for another process sending the same event
 class _Notifier:
     """The enabled rules, their conditions and the directory, loaded once per call."""
 
-    def __init__(self, ws: Workspace, options: SendOptions | None):
+    def __init__(self, ws: Workspace, options: SendOptions | None, con: Any = None):
         self.ws = ws
         self.options = options
-        with ws.store.connect() as con:  # one visit for the rules and the directory
-            self.rules = fetch_rules(con, enabled_only=True)
-            self.roles = directory.fetch_roles(con)
+        with nullcontext(con) if con is not None else ws.store.connect() as c:  # one visit
+            self.rules = fetch_rules(c, enabled_only=True)
+            self.roles = directory.fetch_roles(c)
         self.conditions: dict[str, Condition | None] = {}
         self.recipients: dict[str, list[tuple[str, str]]] = {}
         self.broken: dict[str, str] = {}

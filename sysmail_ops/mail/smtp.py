@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -475,6 +476,20 @@ class SMTPConnection:
     @property
     def is_open(self) -> bool:
         return self.smtp is not None and self.smtp.sock is not None
+
+    def closed_by_server(self) -> bool:
+        """Whether the server hung up (or spoke unasked, as a 421 before closing) since its
+        last reply; asked without waiting, before a connection left idle is used again."""
+        sock = self.smtp.sock if self.smtp is not None else None
+        if sock is None:
+            return True
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def send_bytes(self, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
         """Send one serialised message; returns the recipients the server refused."""

@@ -216,6 +216,16 @@ class Journal:
             self._pending = 0
         return found
 
+    def fold_on(self, con: Any) -> None:
+        """Move what the journal holds into the store on the caller's transaction.
+
+        The caller removes the journal once that transaction has committed
+        (``sending.session``); until then its rows stay on disk, and a crash folds them.
+        """
+        self.wait()
+        with self._lock:
+            _fold_into(con, self.path)
+
     def fold_behind(self, lookup: Iterable[str] = ()) -> Future[set[tuple[str, str]]]:
         """Fold what is written so far in the background; the future answers ``lookup``.
 
@@ -420,11 +430,16 @@ def _remove_unborn(path: Path) -> None:
         os.close(fd)
 
 
-def delivered(ws: Workspace, keys: Iterable[str]) -> set[tuple[str, str]]:
-    """(key, recipient) pairs already sent, or waiting in the deferred queue."""
+def delivered(ws: Workspace, keys: Iterable[str], *, con: Any = None) -> set[tuple[str, str]]:
+    """(key, recipient) pairs already sent, or waiting in the deferred queue.
+
+    ``con``: asked on the caller's connection (and transaction) instead of a new one.
+    """
     wanted = sorted(set(keys))
     if not wanted:
         return set()
+    if con is not None:
+        return _delivered(con, wanted)
     with ws.store.connect() as con:
         return _delivered(con, wanted)
 

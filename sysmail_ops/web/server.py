@@ -59,7 +59,7 @@ from sysmail_ops.campaigns import surveys
 from sysmail_ops.config import settings
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import StoreBusyError, SysmailError, ValidationError
-from sysmail_ops.flows.intake import IntakeQueue, QueueFull
+from sysmail_ops.flows.intake import IntakeQueue, QueueFull, Unauthorized
 from sysmail_ops.records import suppression
 from sysmail_ops.sending.links import TokenError, TokenExpiredError
 
@@ -403,15 +403,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _events(self, method: str, queue: IntakeQueue, event_id: str | None) -> None:
         try:
-            source = queue.source_for(self._bearer())
+            post = event_id is None and method == "POST"
+            # A post's token may come from the cache: the commit of its events checks it again.
+            source = queue.source_for(self._bearer(), cached=post)
             if source is None:
                 self.close_connection = True  # its body is not read
-                self._json(
-                    HTTPStatus.UNAUTHORIZED,
-                    {"error": "a valid source token is needed (Authorization: Bearer ...)"},
-                    {"WWW-Authenticate": 'Bearer realm="sysmail-ops events"'},
-                )
-            elif event_id is None and method == "POST":
+                self._unauthorized()
+            elif post:
                 self._post_events(queue, source)
             elif event_id is not None and method in ("GET", "HEAD"):
                 found = queue.status(source, unquote(event_id))
@@ -434,6 +432,13 @@ class _Handler(BaseHTTPRequestHandler):
                 {"Retry-After": RETRY_BUSY},
             )
 
+    def _unauthorized(self) -> None:
+        self._json(
+            HTTPStatus.UNAUTHORIZED,
+            {"error": "a valid source token is needed (Authorization: Bearer ...)"},
+            {"WWW-Authenticate": 'Bearer realm="sysmail-ops events"'},
+        )
+
     def _status_url(self, event_id: str) -> str:
         return f"{self.server.base_url}/events/{quote(event_id, safe='')}"
 
@@ -451,7 +456,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
         try:
-            answers = queue.accept(source, body)
+            answers = queue.accept(source, body, token=self._bearer())
+        except Unauthorized:
+            self._unauthorized()
+            return
         except QueueFull as exc:
             self._json(
                 HTTPStatus.TOO_MANY_REQUESTS, {"error": str(exc)}, {"Retry-After": RETRY_FULL}

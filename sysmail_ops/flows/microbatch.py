@@ -1,0 +1,263 @@
+"""Notify events in micro-batches over sending sessions kept between them (``serve``'s intake).
+
+``notify_many`` is made for one call: it loads the rules, makes a sender per rule (the
+account and template loaded, a journal, an SMTP connection), closes them at its end,
+and visits the store a dozen times. The intake's worker notifies a few events many
+times a second, so ``MicroBatcher`` keeps, from one micro-batch to the next:
+
+- the enabled rules, their conditions and the role directory (``notifications._Notifier``);
+- one ``sending.session.Session`` per (account, template, use case), with its SMTP
+  connection, shared by the rules that use the same three;
+
+and visits the store twice per micro-batch, one transaction each: before sending (the
+claims, the delivery keys already sent) and after (the journals folded, the events
+recorded, the caller's own rows). What it keeps is checked at each micro-batch against
+a fingerprint of the tables it came from (accounts, templates, rules, the role
+directory, settings); after any change they are loaded again and new sessions opened.
+
+It is the same pipeline as ``notify``: the same keys, claims, log, archive and events
+table, and the same results (``EventResult``) for the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sysmail_ops.config.workspace import Workspace
+from sysmail_ops.errors import SysmailError, ValidationError
+from sysmail_ops.flows.events import (
+    EventResult,
+    Intake,
+    SendStatus,
+    claim,
+    raw_id,
+    record_events,
+    release,
+)
+from sysmail_ops.flows.notifications import _event_status, _Notifier
+from sysmail_ops.flows.rules import Rule
+from sysmail_ops.records import sendlog
+from sysmail_ops.sending.delivery import Delivery
+from sysmail_ops.sending.engine import SendOptions
+from sysmail_ops.sending.session import IDLE_CLOSE, Session
+
+__all__ = ["FINGERPRINT", "MicroBatcher"]
+
+# What the kept rules and sessions were loaded from; any edit changes one of these.
+FINGERPRINT = (
+    "SELECT (SELECT (count(*), max(updated_at)) FROM accounts), "
+    "(SELECT (count(*), max(created_at)) FROM templates), "
+    "(SELECT (count(*), max(updated_at)) FROM workflow_rules), "
+    "(SELECT (count(*), bit_xor(hash(role, name, address))) FROM role_directory), "
+    "(SELECT (count(*), max(updated_at)) FROM settings)"
+)
+ORPHANS_EVERY = 1.0  # seconds between looks for journals of dead processes to fold
+
+_Key = tuple[str, str, str]  # account, template, use case
+_Planned = tuple[int, Rule, Delivery]  # the event's index, the rule, one delivery
+
+
+class MicroBatcher:
+    """Notifies lists of events, keeping rules and sending sessions between calls.
+
+    One thread uses it at a time (the intake's worker). ``close`` ends the sessions.
+    """
+
+    def __init__(self, ws: Workspace, options: SendOptions | None = None):
+        self.ws = ws
+        self.options = options or SendOptions()
+        self._fingerprint: Any = None
+        self._notifier: _Notifier | None = None
+        self._sessions: dict[_Key, Session] = {}
+        self._unfolded: list[Session] = []  # a micro-batch whose fold has not committed yet
+        self._orphans_at = 0.0
+
+    @property
+    def connections(self) -> int:
+        """SMTP connections the current sessions opened (tests and benchmarks read it)."""
+        return sum(s.connections for s in self._sessions.values())
+
+    def notify(
+        self,
+        intakes: Sequence[Intake],
+        record: Callable[[Any, list[EventResult | None]], None] | None = None,
+    ) -> list[EventResult | None]:
+        """Notify ``intakes`` as ``notify_many`` would; one result each, in order.
+
+        An event another process is sending right now (its claim) is left alone: its
+        result is None, for the caller to offer again later. ``record(con, results)``
+        writes the caller's own rows on the transaction that records the events.
+        Raises only what is no event's fault (the store busy) or unexpected.
+        """
+        if time.monotonic() - self._orphans_at > ORPHANS_EVERY:
+            sendlog.fold_orphans(self.ws)  # a dead process's sends, before the lookup
+            self._orphans_at = time.monotonic()
+        results: list[EventResult | None] = []
+        with self.ws.store.transaction() as con:  # before sending: one visit
+            self._fold(con)
+            self._refresh(con)
+            groups = self._plan(intakes, results)
+            ids = sorted({_id(results, n) for items in groups.values() for n, _, _ in items})
+            claims, held = claim(con, ids, partial=True)
+            for items in groups.values():
+                items[:] = [p for p in items if _id(results, p[0]) not in held]
+            for n, res in enumerate(results):
+                if res is not None and res.event_id in held:
+                    results[n] = None
+            keys = [d.key for items in groups.values() for _, _, d in items if d.key]
+            delivered = sendlog.delivered(self.ws, keys, con=con)
+        self._finish_folded()
+        try:
+            for key, items in groups.items():
+                if items:
+                    self._send(key, items, results, delivered)
+        except BaseException:
+            # What went out is journalled: fold it (the next lookup must see it), free the
+            # events, and let the caller decide about the events. The sessions start anew.
+            for s in {*self._sessions.values(), *self._unfolded}:
+                s.abandon()
+            self._sessions.clear()
+            try:
+                with self.ws.store.transaction() as con:
+                    self._fold(con)
+                    release(con, claims)
+                self._finish_folded()
+            except Exception:  # noqa: S110 - folded at the next visit; our claims lapse
+                pass
+            raise
+        with self.ws.store.transaction() as con:  # after sending: one visit
+            self._fold(con)
+            release(con, claims)
+            done = [(i, r) for i, r in zip(intakes, results, strict=True) if r is not None]
+            for _item, res in done:
+                if res.status != "error" and res.matched:
+                    res.status = _event_status({s.status for s in res.sends})
+            if done:
+                record_events(con, [i for i, _ in done], [r for _, r in done])
+            if record is not None:
+                record(con, results)
+        self._finish_folded()
+        return results
+
+    def close_idle(self, idle: float = IDLE_CLOSE) -> None:
+        """Close the SMTP connections unused for ``idle`` seconds (reopened when needed)."""
+        for s in self._sessions.values():
+            s.close_idle(idle)
+
+    def close(self) -> None:
+        for s in self._sessions.values():
+            s.close()
+        self._sessions.clear()
+        for s in self._unfolded:
+            s.close()
+        self._unfolded.clear()
+
+    # -- the steps -----------------------------------------------------------------------
+
+    def _refresh(self, con: Any) -> None:
+        """Load the rules again, and open new sessions, when the configuration changed."""
+        fingerprint = con.execute(FINGERPRINT).fetchone()
+        if self._notifier is not None and fingerprint == self._fingerprint:
+            return
+        self._notifier = _Notifier(self.ws, self.options, con=con)
+        self._fingerprint = fingerprint
+        for s in self._sessions.values():
+            if s.conn is not None:
+                s.conn.close()
+        self._sessions.clear()
+
+    def _plan(
+        self, intakes: Sequence[Intake], results: list[EventResult | None]
+    ) -> dict[_Key, list[_Planned]]:
+        """Each event's result so far, and its deliveries grouped by session."""
+        assert self._notifier is not None
+        groups: dict[_Key, list[_Planned]] = {}
+        for n, item in enumerate(intakes):
+            ev = item.event
+            res = EventResult(ev.id if ev else raw_id(item.raw), "error", source=item.source)
+            results.append(res)
+            if ev is None:
+                res.error = item.error
+                continue
+            try:
+                res.matched, planned = self._notifier.plan(ev)
+            except ValidationError as exc:
+                res.error = str(exc)
+                continue
+            res.status = "notified" if res.matched else "no_match"
+            for rule, d in planned:
+                key = (rule.account, rule.template, rule.flow_type)
+                groups.setdefault(key, []).append((n, rule, d))
+        return groups
+
+    def _session(self, key: _Key) -> Session:
+        s = self._sessions.get(key)
+        if s is None:
+            account, template, use_case = key
+            s = Session(self.ws, account, template, use_case=use_case, options=self.options)
+            self._sessions[key] = s
+        return s
+
+    def _send(
+        self,
+        key: _Key,
+        items: list[_Planned],
+        results: list[EventResult | None],
+        delivered: set[tuple[str, str]],
+    ) -> None:
+        """Send one session's deliveries; an event that cannot be built sends none of them."""
+
+        def fail(n: int, rule: Rule, message: str) -> None:
+            res = results[n]
+            assert res is not None
+            res.status, res.error = "error", f"rule {rule.name}: {message}"
+
+        try:
+            session = self._session(key)
+        except SysmailError as exc:  # the account or template is gone
+            for n, rule, _d in items:
+                fail(n, rule, str(exc))
+            return
+        built = session.build_each([d for _, _, d in items])
+        bad = set()
+        for (n, rule, _d), (_c, _s, error) in zip(items, built, strict=True):
+            if error is not None:
+                fail(n, rule, str(error))
+                bad.add(n)
+        keep = [i for i, (n, _r, _d) in enumerate(items) if n not in bad]
+        if not keep:
+            return
+        session.begin()
+        self._unfolded.append(session)
+        try:
+            session.send([items[i][2] for i in keep], [built[i] for i in keep], delivered)
+        except SysmailError as exc:  # the account cannot send: a login, a certificate, a key
+            self._sessions.pop(key, None)
+            if session.conn is not None:
+                session.conn.close()
+            for n, rule, _d in (items[i] for i in keep):
+                fail(n, rule, str(exc))
+            return
+        for n, rule, d in (items[i] for i in keep):
+            res = results[n]
+            assert res is not None and d.key is not None
+            status = session.statuses.get(d.key, "not sent")
+            res.sends.append(SendStatus(rule.name, d.to[0], d.key, status))
+
+    def _fold(self, con: Any) -> None:
+        for s in self._unfolded:
+            s.fold_on(con)
+
+    def _finish_folded(self) -> None:
+        """After the transaction that folded them committed: their journals go."""
+        unfolded, self._unfolded = self._unfolded, []
+        for s in unfolded:
+            s.finish()
+
+
+def _id(results: list[EventResult | None], n: int) -> str:
+    res = results[n]
+    assert res is not None
+    return res.event_id or ""
