@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
@@ -203,7 +204,19 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         return
     composer: Composer = pickle.loads(first)  # noqa: S301 - our own bytes, from the parent
     _write_frame(out, b"ready")
-    while (frame := _read_frame(inp)) is not None:
+    # Pieces are read as they come, while the one before is being built: the sender
+    # never waits on a full pipe (it has at most ``ahead`` pieces out, so this is bounded).
+    frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def read_ahead() -> None:
+        try:
+            while (frame := _read_frame(inp)) is not None:
+                frames.put(frame)
+        finally:
+            frames.put(None)
+
+    threading.Thread(target=read_ahead, name="compose-read-ahead", daemon=True).start()
+    while (frame := frames.get()) is not None:
         _write_frame(out, _answer(composer, frame))
     _KEPT.close()
 
