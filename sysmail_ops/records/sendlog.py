@@ -217,14 +217,15 @@ class Journal:
         return found
 
     def fold_on(self, con: Any) -> None:
-        """Move what the journal holds into the store on the caller's transaction.
+        """Move all the journal holds into the store on the caller's transaction, once.
 
-        The caller removes the journal once that transaction has committed
-        (``sending.session``); until then its rows stay on disk, and a crash folds them.
+        For a journal never folded before (``sending.session``): the caller removes it
+        once that transaction has committed; until then its rows stay on disk, and a
+        crash leaves them for ``fold_orphans``.
         """
         self.wait()
         with self._lock:
-            _fold_into(con, self.path)
+            _fold_into(con, self.path, first=self._segment == 0)
 
     def fold_behind(self, lookup: Iterable[str] = ()) -> Future[set[tuple[str, str]]]:
         """Fold what is written so far in the background; the future answers ``lookup``.
@@ -320,10 +321,13 @@ def _fold_file(ws: Workspace, path: Path) -> int:
         return _fold_into(con, path)
 
 
-def _fold_into(con: Any, path: Path) -> int:
+def _fold_into(con: Any, path: Path, *, first: bool = False) -> int:
     """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL).
 
     Returns how many send-log rows it inserted (rows already in the store are skipped).
+    ``first``: no row of this batch can be in the store yet (the first fold of a new
+    batch, on the transaction that also ends it): the look for them, a join with the
+    whole log, is left out.
     """
     if _complete_lines(path) == 0:
         return 0
@@ -339,9 +343,13 @@ def _fold_into(con: Any, path: Path) -> int:
     inserted = 0
     if kinds.get("log"):
         (inserted,) = con.execute(
-            f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
-            "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
-            "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
+            f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j WHERE k = 'log'"  # noqa: S608
+            + (
+                ""
+                if first
+                else " AND NOT EXISTS (SELECT 1 FROM send_log l "
+                "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
+            )
         ).fetchone()
     if kinds.get("archive"):
         con.execute(
