@@ -5,9 +5,12 @@ makes the token and keeps only its SHA-256 (a 256-bit random token needs no slow
 a token is checked with ``hmac.compare_digest``. An accepted event is a committed row of
 ``event_intake`` before the caller hears ``202``; its id is scoped to its source, so a
 redelivery finds the row and is answered from it. A worker notifies queued events in
-micro-batches through ``notify_many`` (the one pipeline: its dedupe keys, log, archive),
-then records each event's outcome on its row. A crash between the two leaves the rows
-queued: the restart sends them again and the pipeline's keys skip what was mailed.
+micro-batches through ``microbatch.MicroBatcher`` (the pipeline of ``notify``: its dedupe
+keys, claims, log, archive; with its rules and SMTP sessions kept between micro-batches)
+and records each event's outcome on its row on the transaction that folds the log rows.
+A crash before that leaves the rows queued: the restart sends them again and the
+pipeline's keys skip what was mailed. A token seen valid is remembered (its hash), and
+checked again on the transaction that records a post's events.
 
 The pipeline sees an intake event's id as ``SOURCE/ID``: two sources may use the same id.
 """

@@ -189,3 +189,19 @@ def test_the_worker_closes_an_idle_connection_and_opens_one_when_needed(
     assert served.wait("I-2")["status"] == "notified"
     assert smtp_server.connections == 2
     assert delivered_to(smtp_server) == ["p-I-1@example.com", "p-I-2@example.com"]
+
+
+def test_a_revoked_token_taken_from_memory_writes_nothing(
+    ws: Workspace, served: Served, smtp_server: SMTPTestServer
+) -> None:
+    assert served.post(event("R-1"))[0] == 202  # the token is now remembered
+    assert served.wait("R-1")["status"] == "notified"
+    intake.revoke_source(ws, "erp")
+    status, headers, _ = served.post(event("R-2"), "{bad line")
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+    assert served.post("{only a bad line")[0] == 401  # nothing to record: checked all the same
+    with ws.store.connect() as con:
+        ids = [r[0] for r in con.execute("SELECT event_id FROM event_intake").fetchall()]
+    assert ids == ["R-1"]
+    time.sleep(0.3)  # a worker that had R-2 would mail it by now
+    assert delivered_to(smtp_server) == ["p-R-1@example.com"]
