@@ -1,5 +1,6 @@
-"""The one sending pipeline: deliveries, dedupe, the send engine, the compose
-worker process, the retry queue, and the connection test.
+"""The one sending pipeline: deliveries, dedupe, the send engine, sessions kept
+between micro-batches, the compose worker process, the retry queue, and the
+connection test.
 
 Every use case delivers through ``send``, ``send_batch`` or ``send_deliveries``;
 nothing else talks SMTP and nothing else writes the send log.
@@ -7,7 +8,16 @@ May import: ``templates``, ``records``, ``config``, ``mail``, ``store``, ``input
 """
 
 from sysmail_ops.mail.mime import Attachment, InlineImage
-from sysmail_ops.sending import batch, connection_test, delivery, engine, links, retry, worker
+from sysmail_ops.sending import (
+    batch,
+    connection_test,
+    delivery,
+    engine,
+    links,
+    retry,
+    session,
+    worker,
+)
 from sysmail_ops.sending.batch import (
     Delivery,
     SendOptions,
@@ -38,5 +48,6 @@ __all__ = [
     "send",
     "send_batch",
     "send_deliveries",
+    "session",
     "worker",
 ]
