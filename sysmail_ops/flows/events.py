@@ -103,7 +103,10 @@ def _when(value: Any) -> datetime | None:
             ) from None
     else:
         raise ValidationError(f"occurred_at must be an ISO 8601 text, got {type(value).__name__}")
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+    try:
+        return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+        raise ValidationError(f"occurred_at {value!r} is out of range in UTC") from None
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,16 @@ def test_a_revoked_token_taken_from_memory_writes_nothing(
     assert ids == ["R-1"]
     time.sleep(0.3)  # a worker that had R-2 would mail it by now
     assert delivered_to(smtp_server) == ["p-R-1@example.com"]
+
+
+def test_a_time_out_of_range_in_utc_is_its_own_bad_line(
+    ws: Workspace, served: Served, smtp_server: SMTPTestServer
+) -> None:
+    """Such a line raised OverflowError while the post was read: the post got a 500."""
+    status, _, data = served.post(
+        event("O-1"), event("O-2", occurred_at="0001-01-01T00:00:00+14:00"), event("O-3")
+    )
+    assert status == 202 and (data["accepted"], data["refused"]) == (2, 1)
+    assert "out of range" in data["events"][1]["error"]
+    assert served.wait("O-3")["status"] == "notified"
+    assert served.call("GET", "/events/O-2")[0] == 404
