@@ -148,6 +148,8 @@ class Journal:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _behind: ThreadPoolExecutor | None = field(init=False, default=None)
     _last: Future[set[tuple[str, str]]] | None = field(init=False, default=None)
+    _kinds: set[str] = field(init=False, default_factory=set)  # kinds of line written
+    _folded: bool = field(init=False, default=False)  # ``fold`` or ``fold_behind`` ran
 
     def __post_init__(self) -> None:
         private.make_dirs(journal_dir(self.ws))
@@ -197,6 +199,7 @@ class Journal:
         with self._lock:
             os.write(self._fd, line)
             self._pending += 1
+            self._kinds.add(kind)
 
     @property
     def pending(self) -> int:
@@ -214,6 +217,7 @@ class Journal:
             found = _delivered(con, lookup)
             os.ftruncate(self._fd, 0)
             self._pending = 0
+            self._folded = True
         return found
 
     def fold_on(self, con: Any) -> None:
@@ -225,7 +229,10 @@ class Journal:
         """
         self.wait()
         with self._lock:
-            _fold_into(con, self.path, first=self._segment == 0)
+            if self._folded:
+                _fold_into(con, self.path)
+            else:
+                _fold_new(con, self.path, self._kinds)
 
     def fold_behind(self, lookup: Iterable[str] = ()) -> Future[set[tuple[str, str]]]:
         """Fold what is written so far in the background; the future answers ``lookup``.
@@ -235,6 +242,7 @@ class Journal:
         """
         wanted = list(lookup)
         with self._lock:
+            self._folded = True
             done = (self.path, self._fd)
             self._segment += 1
             self.path, self._fd = self._open_segment()
@@ -321,13 +329,10 @@ def _fold_file(ws: Workspace, path: Path) -> int:
         return _fold_into(con, path)
 
 
-def _fold_into(con: Any, path: Path, *, first: bool = False) -> int:
+def _fold_into(con: Any, path: Path) -> int:
     """Insert a journal's rows into the store; DuckDB reads the JSON itself (no GIL).
 
     Returns how many send-log rows it inserted (rows already in the store are skipped).
-    ``first``: no row of this batch can be in the store yet (the first fold of a new
-    batch, on the transaction that also ends it): the look for them, a join with the
-    whole log, is left out.
     """
     if _complete_lines(path) == 0:
         return 0
@@ -343,13 +348,9 @@ def _fold_into(con: Any, path: Path, *, first: bool = False) -> int:
     inserted = 0
     if kinds.get("log"):
         (inserted,) = con.execute(
-            f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j WHERE k = 'log'"  # noqa: S608
-            + (
-                ""
-                if first
-                else " AND NOT EXISTS (SELECT 1 FROM send_log l "
-                "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
-            )
+            f"INSERT INTO send_log ({log_cols}) SELECT {log_cols} FROM j "  # noqa: S608
+            "WHERE k = 'log' AND NOT EXISTS (SELECT 1 FROM send_log l "
+            "WHERE l.batch_id = j.batch_id AND l.seq = j.seq)"
         ).fetchone()
     if kinds.get("archive"):
         con.execute(
@@ -368,6 +369,31 @@ def _fold_into(con: Any, path: Path, *, first: bool = False) -> int:
         )
     con.execute("DROP TABLE j")
     return int(inserted)
+
+
+def _fold_new(con: Any, path: Path, kinds: set[str]) -> None:
+    """``_fold_into`` for a journal folded once, whole, on the transaction that ends its
+    batch (``Journal.fold_on``): none of its rows can be in the store, and the kinds of
+    line it holds are known. Each kind goes straight from the file to its table: no
+    temporary table, no count, no join with the whole log (a micro-batch of a few
+    messages spent ~5 ms in those).
+    """
+    if _complete_lines(path) == 0:
+        return
+    src = f"read_json(?, format = 'newline_delimited', columns = {_JOURNAL_SPEC})"
+    log, arch, dfr = (", ".join(c) for c in (LOG_COLUMNS, ARCHIVE_COLUMNS, DEFERRED_COLUMNS))
+    sql = {  # our own column names and spec, never input
+        "log": f"INSERT INTO send_log ({log}) SELECT {log} FROM {src} WHERE k = 'log'",  # noqa: S608
+        "archive": f"INSERT INTO archive ({arch}) SELECT {arch} FROM {src} "  # noqa: S608
+        "WHERE k = 'archive' ON CONFLICT DO NOTHING",
+        "deferred": f"INSERT OR REPLACE INTO deferred ({dfr}) SELECT {dfr} FROM {src} "  # noqa: S608
+        "WHERE k = 'deferred'",
+        "done": "DELETE FROM deferred WHERE (message_id, recipient) IN "  # noqa: S608
+        f"(SELECT (message_id, recipient) FROM {src} WHERE k = 'done')",
+    }
+    for kind in ("log", "archive", "deferred", "done"):  # the order _fold_into keeps
+        if kind in kinds:
+            con.execute(sql[kind], [str(path)])
 
 
 # <batch id>[-<segment>]: a batch id ends in 8 hex digits, so a 1-6 digit tail is a segment.

@@ -218,3 +218,38 @@ def test_a_time_out_of_range_in_utc_is_its_own_bad_line(
     assert "out of range" in data["events"][1]["error"]
     assert served.wait("O-3")["status"] == "notified"
     assert served.call("GET", "/events/O-2")[0] == 404
+
+
+def test_a_session_archives_and_queues_for_retry_as_every_send_does(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    """Each micro-batch's journal holds log, archive and retry-queue lines: all folded."""
+    from sysmail_ops.records import archive
+    from sysmail_ops.sending import retry
+
+    bind(ws, smtp_server, "service")  # customer service: sent archiving on
+    templates.add_template(
+        ws, "granted", object_type="approval", subject="Approved: {{ request }}",
+        html="<p>{{ request }}</p>",
+    )  # fmt: skip
+    workflows.add_rule(
+        ws, "applicant", flow_type="approval_flow", flow_name="*", event="approved",
+        recipients=["field:applicant_email"], account="service", template="granted",
+    )  # fmt: skip
+    s = start(ws)
+    try:
+        s.post(event("A-1"))
+        assert s.wait("A-1")["status"] == "notified"
+        smtp_server.fail_data_times = 2  # both tries the intake makes within the batch
+        s.post(event("A-2"))
+        assert s.wait("A-2")["status"] == "deferred"
+    finally:
+        s.srv.shutdown()
+        s.srv.server_close()
+        s.queue.stop()
+    archived = archive.list_archive(ws)
+    assert list(archived["delivery_key"]) == ["event:erp/A-1:rule:applicant:p-A-1@example.com"]
+    raw = archive.raw_message(ws, archived["id"][0])
+    assert raw == smtp_server.messages[0].raw
+    queued = retry.list_deferred(ws)
+    assert [q["delivery_key"] for q in queued] == ["event:erp/A-2:rule:applicant:p-A-2@example.com"]
