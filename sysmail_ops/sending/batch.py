@@ -245,7 +245,10 @@ def send_batch(
 
 
 def _close_when_done(warm: threading.Thread, sender: BatchSender) -> None:
-    """Close the connection a batch that will not run opened; not waiting for it."""
+    """Close the connection a batch that will not run opened, not waiting for the server;
+    but waiting for the warm-up to be done with the store (the caller may exit next)."""
+    if warm.ident is not None:
+        sender.store_done.wait()
     if not warm.is_alive():
         sender.close_connection()
         return

@@ -7,6 +7,7 @@ over SMTP, journal each reply as it arrives, archive, retry or queue.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +20,7 @@ from sysmail_ops.config import accounts as accounts_mod
 from sysmail_ops.config import signing
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import SMTPError, SysmailError, ValidationError
+from sysmail_ops.mail.credentials import Secret
 from sysmail_ops.mail.mime import Composed
 from sysmail_ops.mail.pipelining import Pipeline
 from sysmail_ops.mail.smtp import Outcome, SMTPConnection
@@ -171,6 +173,11 @@ class BatchSender:
         )
         self._warmed = False  # ``warm_up`` folded the orphans and tried the connection
         self._warm_error: Exception | None = None  # what its connection attempt raised
+        # Set once ``warm_up`` is done with the store (the fold, the password or token): a
+        # batch that stops early waits for it, so that the process never exits while that
+        # thread is inside DuckDB (a daemon thread stopped there aborts the interpreter).
+        self.store_done = threading.Event()
+        self._password: Secret | None = None  # fetched by ``warm_up`` for the first connection
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -217,11 +224,20 @@ class BatchSender:
         checks the records): fold the journals of dead batches, and connect (DNS, TLS,
         AUTH; for OAuth2 the token). Nothing of this batch is written or sent. A refused
         connection is not tried again: ``run`` raises it when it first needs the server.
+        ``store_done`` is set when the part that uses the store is over.
         """
-        sendlog.fold_orphans(self.ws)
-        self._warmed = True
-        if self.opt.dry_run:
-            return
+        try:
+            sendlog.fold_orphans(self.ws)
+            self._warmed = True
+            if self.opt.dry_run:
+                return
+            try:
+                self._password = accounts_mod.password_for(self.ws, self.account)
+            except Exception as exc:  # a secret or token that cannot be had: run raises it
+                self._warm_error = exc
+                return
+        finally:
+            self.store_done.set()
         try:
             self._connection()
         except _ConnectionDown:
@@ -432,7 +448,9 @@ class BatchSender:
                 return self.conn
             self._drain()
             self.conn.close()
-        password = accounts_mod.password_for(self.ws, self.account)
+        password, self._password = self._password, None  # warm_up's, for one connection
+        if password is None:
+            password = accounts_mod.password_for(self.ws, self.account)
         delay = self.opt.backoff
         for attempt in range(1, self.opt.max_attempts + 1):
             conn = SMTPConnection(self.account.server, password, timeout=self.opt.timeout)

@@ -165,10 +165,18 @@ def test_dry_run_checks_the_accounts_maximum_without_connecting(
 
 
 def test_bad_maximum_is_refused_and_nothing_written(ws: Workspace) -> None:
-    for bad in (0, 10, -5, 2**40, 1.5, True, "20MB"):
+    for bad in (10, -5, 2**40, 1.5, True, "20MB"):
         with pytest.raises(ValidationError, match="maximum message size"):
             accounts.add_account(
                 ws, "x", from_address="x@example.com", smtp_host="127.0.0.1",
                 smtp_security="none", max_message_bytes=bad,
             )  # fmt: skip
     assert accounts.list_accounts(ws) == []
+
+
+def test_a_maximum_of_0_is_no_maximum(ws: Workspace) -> None:
+    accounts.add_account(
+        ws, "x", from_address="x@example.com", smtp_host="127.0.0.1",
+        smtp_security="none", max_message_bytes=0,
+    )  # fmt: skip
+    assert accounts.get_account(ws, "x").max_message_bytes is None
