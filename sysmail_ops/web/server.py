@@ -42,6 +42,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import re
 import socket
 import sys
@@ -610,8 +611,11 @@ def _multipart(ctype: str, data: bytes) -> dict[str, str]:
 
 
 class SurveyServer(ThreadingHTTPServer):
-    """The endpoint bound to one workspace; one thread per connection, at most
-    ``max_connections`` at once (the excess gets a 503 at once, and no thread)."""
+    """The endpoint bound to one workspace; at most ``max_connections`` connections at
+    once (the excess gets a 503 at once), each handled by a thread of a pool that grows
+    to the most connections held at once and is kept. The accepting thread only hands
+    a connection over: starting a thread per connection made it wait, for each one, for
+    the new thread to get the GIL (~40% of its time while the intake worker sends)."""
 
     daemon_threads = True
     request_queue_size = 128  # the listen backlog (stdlib: 5): a burst of posters is not reset
@@ -635,6 +639,8 @@ class SurveyServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._count_lock = threading.Lock()
         self._active = 0
+        self._handed: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._pool: list[threading.Thread] = []  # grown by the accepting thread only
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -656,11 +662,21 @@ class SurveyServer(ThreadingHTTPServer):
             return
         self._count(1)
         try:
-            super().process_request(request, client_address)
+            if len(self._pool) < self.active:  # a thread for every connection in hand
+                name = f"http-{len(self._pool) + 1}"
+                thread = threading.Thread(target=self._serve_handed, name=name, daemon=True)
+                thread.start()
+                self._pool.append(thread)
         except BaseException:
             self._count(-1)
             self._slots.release()
             raise
+        self._handed.put((request, client_address))
+
+    def _serve_handed(self) -> None:
+        """A pool thread: handle the connections handed over until ``server_close``."""
+        while (handed := self._handed.get()) is not None:
+            self.process_request_thread(*handed)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -668,6 +684,11 @@ class SurveyServer(ThreadingHTTPServer):
         finally:
             self._count(-1)
             self._slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._pool:  # each idle thread takes one and ends; busy ones finish first
+            self._handed.put(None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line, never a traceback on stderr; a traceback only for our own bugs."""

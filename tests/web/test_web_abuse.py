@@ -260,6 +260,37 @@ def test_connections_are_bounded_and_the_excess_gets_503(ws: Workspace, start: S
     assert request(srv, "GET", "/")[0] == 404  # a free slot again
 
 
+def test_connections_are_handled_by_a_kept_pool_of_threads(ws: Workspace) -> None:
+    def pool() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("http-")]
+
+    wait_until(lambda: pool() == [], "earlier tests' pool threads to end")
+    srv = web.make_server(ws, "127.0.0.1", 0, max_connections=8)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for _ in range(20):  # one after the other: a thread may still be closing the last
+            assert request(srv, "GET", "/")[0] == 404
+        assert 1 <= len(pool()) <= 2
+        held = [connect(srv) for _ in range(3)]
+        try:
+            wait_until(lambda: srv.active == 3, "three connections to be taken")
+            assert request(srv, "GET", "/")[0] == 404  # a fourth, while three are held
+            grown = len(pool())
+            assert 4 <= grown <= 5
+        finally:
+            for s in held:
+                s.close()
+        idle(srv)
+        for _ in range(20):
+            assert request(srv, "GET", "/")[0] == 404
+        assert len(pool()) == grown  # kept, and not one more per connection
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    wait_until(lambda: pool() == [], "the pool's threads to end once the server is closed")
+
+
 def test_limits_are_checked(ws: Workspace) -> None:
     for bad in ({"max_connections": 0}, {"request_timeout": 0}, {"timeout": -1}):
         with pytest.raises(web.ValidationError):
