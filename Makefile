@@ -26,13 +26,13 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## test: lint, type-check and the whole test suite
+## test: lint, type-check and the whole test suite (in 2 processes: most tests wait on servers)
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 ## test-quick: the suite without the slow tests (browser, crash loops, many kernels)
 test-quick: setup
-	$(BIN)/pytest -m "not slow" -x -q
+	$(BIN)/pytest -n 2 -m "not slow" -x -q
 
 ## lab: JupyterLab on notebooks/ with the demo workspace
 lab: setup
