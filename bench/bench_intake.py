@@ -107,6 +107,7 @@ def intake_run(home: Path, n: int, rate: float = 0) -> dict[str, float]:
     proc, port = serve(home, limit=max(10_000, n))
     started: dict[str, datetime] = {}
     codes: dict[str, int] = {}
+    answered: list[float] = []  # ms from the start of an accepted POST to its 202
     lock = threading.Lock()
 
     def poster(first: int) -> None:
@@ -117,12 +118,14 @@ def intake_run(home: Path, n: int, rate: float = 0) -> dict[str, float]:
             body = json.dumps(ev)
             while True:
                 t = datetime.now(UTC).replace(tzinfo=None)
+                t_post = time.perf_counter()
                 code = call(port, token, "POST", "/events", body)
                 if code not in (429, 503):
                     break
                 time.sleep(0.05)  # the bench's own Retry-After
             with lock:
                 started[ev["id"]], codes[ev["id"]] = t, code
+                answered.append((time.perf_counter() - t_post) * 1000)
 
     t0 = time.perf_counter()
     try:
@@ -155,7 +158,10 @@ def intake_run(home: Path, n: int, rate: float = 0) -> dict[str, float]:
         last[eid] = max(sent_at, last.get(eid, sent_at))
     lat = sorted((last[e] - started[e]).total_seconds() * 1000 for e in started)
     span = (max(last.values()) - min(started.values())).total_seconds()
+    answered.sort()
     return {
+        "post_p50": statistics.median(answered),
+        "post_p99": answered[min(len(answered) - 1, int(len(answered) * 0.99))],
         "p50": statistics.median(lat),
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "max": lat[-1],
@@ -185,7 +191,7 @@ def main() -> None:
     sink, port = start_sink()
     print(
         f"{'run':>3} {'intake p50 ms':>13} {'p99 ms':>8} {'max ms':>8} {'events/s':>9} "
-        f"{'POST/s':>7} {'notify CLI ev/s':>15} {'ratio':>7}"
+        f"{'POST/s':>7} {'notify CLI ev/s':>15} {'ratio':>7} {'202 p50/p99 ms':>15}"
     )
     try:
         for r in range(1, args.runs + 1):
@@ -197,7 +203,8 @@ def main() -> None:
                 print(
                     f"{r:>3} {got['p50']:>13.1f} {got['p99']:>8.1f} {got['max']:>8.1f} "
                     f"{got['events_s']:>9.1f} {got['post_s']:>7.1f} {one:>15.2f} "
-                    f"{got['events_s'] / one:>6.0f}x",
+                    f"{got['events_s'] / one:>6.0f}x "
+                    f"{got['post_p50']:>7.1f}/{got['post_p99']:<7.1f}",
                     flush=True,
                 )
     finally:
