@@ -244,11 +244,17 @@ def send_batch(
         return sender.run(iter(spool), total=spool.count)
 
 
+WARM_UP_WAIT = 10.0  # seconds a stopped batch waits for its warm-up's connection attempt
+
+
 def _close_when_done(warm: threading.Thread, sender: BatchSender) -> None:
-    """Close the connection a batch that will not run opened, not waiting for the server;
-    but waiting for the warm-up to be done with the store (the caller may exit next)."""
+    """Close the connection a batch that will not run opened. The caller may exit next,
+    and a thread still running then can crash the interpreter on its way out (seen:
+    SIGABRT inside DuckDB, SIGSEGV later): wait for the warm-up to be done with the store,
+    then for its connection attempt, up to ``WARM_UP_WAIT`` (a server that hangs)."""
     if warm.ident is not None:
         sender.store_done.wait()
+        warm.join(WARM_UP_WAIT)
     if not warm.is_alive():
         sender.close_connection()
         return
