@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
+from typing import Any
 
 from sysmail_ops.campaigns import surveys
 from sysmail_ops.cli import campaigns as campaigns_cli
@@ -14,6 +17,7 @@ from sysmail_ops.cli.common import open_workspace
 from sysmail_ops.cli.output import frame_rows, print_fields, print_json, print_table, warn
 from sysmail_ops.config import settings
 from sysmail_ops.flows import intake
+from sysmail_ops.web import front
 from sysmail_ops.web import server as web
 
 
@@ -64,6 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--queue-limit", type=int,
         help="events queued for the intake worker at most; past it POST /events gets 429 "
         "(default: the intake_queue_limit setting)",
+    )  # fmt: skip
+    s.add_argument(
+        "--one-process", action="store_true",
+        help="read HTTP in the process that holds the workspace, not in a front process "
+        "of its own (for a machine with one CPU)",
     )  # fmt: skip
     s.set_defaults(handler=cmd_serve)
 
@@ -120,6 +129,8 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """The workspace's process (this one) and, unless ``--one-process``, a front process
+    that reads HTTP (``web.front``): each has a CPU, rather than sharing one GIL."""
     ws = open_workspace(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
@@ -128,35 +139,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if limit is None:
         limit = settings.get_setting(ws, "intake_queue_limit")
     queue = intake.IntakeQueue(ws, limit=limit)
-    server = web.make_server(
-        ws,
-        args.host,
-        args.port,
-        max_connections=args.max_connections,
-        request_timeout=args.request_timeout,
-        intake=queue,
-    )
+    limits = {"max_connections": args.max_connections, "request_timeout": args.request_timeout}
+    if args.one_process:
+        server = web.make_server(ws, args.host, args.port, intake=queue, **limits)
+        url, listen = server.url, None
+    else:  # the front's socket; this process's own server, for the front's other routes
+        listen = front.bind(args.host, args.port)
+        try:
+            server = web.make_server(ws, "127.0.0.1", 0, quiet=True, **limits)
+        except BaseException:
+            listen.close()
+            raise
+        url = front.url(listen)
     base = settings.get_setting(ws, "public_base_url")
     queue.start()
-    print(
-        f"serving survey and unsubscribe links on {server.url} and events at {server.url}/events"
-        " (Ctrl-C stops)",
-        flush=True,
-    )
-    if queue.pending:
-        print(f"notifying {queue.pending:,} event(s) accepted before the last stop")
-    print(f"links in mail point at {base} (sysmail-ops settings set public_base_url ...)")
-    hint = settings.url_hint(str(base))
-    if hint:
-        warn(hint)
+    the_front = None
     try:
-        server.serve_forever()
+        if listen is not None:
+            threading.Thread(target=server.serve_forever, name="inner", daemon=True).start()
+            the_front = front.Front(queue, listen, server, **limits)
+            the_front.start()
+        print(
+            f"serving survey and unsubscribe links on {url} and events at {url}/events"
+            " (Ctrl-C stops)",
+            flush=True,
+        )
+        if queue.pending:
+            print(f"notifying {queue.pending:,} event(s) accepted before the last stop")
+        print(f"links in mail point at {base} (sysmail-ops settings set public_base_url ...)")
+        hint = settings.url_hint(str(base))
+        if hint:
+            warn(hint)
+        signal.signal(signal.SIGTERM, _stop)  # systemctl stop: as Ctrl-C
+        if the_front is not None:
+            the_front.run()
+        else:
+            server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
     finally:
+        if the_front is not None:
+            the_front.stop()  # it finishes the requests in hand first
+            server.shutdown()
         server.server_close()
         deadline = time.monotonic() + 5  # requests in flight finish (and log) first
         while server.active and time.monotonic() < deadline:
             time.sleep(0.01)
         queue.stop()
+        if listen is not None:
+            listen.close()
     return 0
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -17,6 +17,7 @@ The pipeline sees an intake event's id as ``SOURCE/ID``: two sources may use the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -48,13 +49,17 @@ __all__ = [
     "QUEUE_LIMIT",
     "Accepted",
     "IntakeQueue",
+    "Post",
     "QueueFull",
     "Source",
     "Unauthorized",
     "add_source",
     "authenticate",
     "list_sources",
+    "parse_post",
+    "prune",
     "revoke_source",
+    "token_hash",
 ]
 
 QUEUE_LIMIT = 10_000  # events queued and not yet notified; past it posts get 429
@@ -84,8 +89,12 @@ class Source:
         return self.revoked_at is None
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """What is kept of a token, and what a front process hands on instead of the token."""
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+_hash = token_hash
 
 
 def check_source_name(name: str) -> str:
@@ -136,9 +145,11 @@ def revoke_source(ws: Workspace, name: str) -> None:
 
 def authenticate(con: Any, token: str | None) -> str | None:
     """The active source whose token this is, or None. Every hash is compared in full."""
-    if not token:
-        return None
-    wanted = _hash(token)
+    return authenticate_hash(con, _hash(token)) if token else None
+
+
+def authenticate_hash(con: Any, wanted: str) -> str | None:
+    """The active source whose token has this SHA-256 (``token_hash``), or None."""
     found = None
     for name, stored in con.execute(
         "SELECT name, token_hash FROM event_sources WHERE revoked_at IS NULL"
@@ -163,8 +174,9 @@ class Accepted:
 
 
 @dataclass(eq=False)
-class _Pending:
-    """One post's good events, waiting for the group commit that records them."""
+class Post:
+    """One post's good events (each answer and its JSON), waiting for the commit that
+    records them; ``commit_posts`` fills in the answers, or ``error``."""
 
     source: str
     fresh: list[tuple[Accepted, str]]
@@ -194,6 +206,30 @@ def read_body(body: bytes) -> list[Intake]:
     return list(parse_lines(body.splitlines(), "body"))
 
 
+def parse_post(body: bytes) -> tuple[list[Accepted], list[tuple[Accepted, str]]]:
+    """A post's answers, one per line (a bad line has its error), and its good events
+    each with its answer and its JSON, to be recorded (``IntakeQueue.commit_posts``).
+
+    Needs no store: ``serve``'s front process reads bodies and the owner records them.
+    """
+    answers: list[Accepted] = []
+    fresh: list[tuple[Accepted, str]] = []
+    for n, item in enumerate(read_body(body), 1):
+        raw_id = item.raw.get("id") if item.raw else None
+        shown = str(raw_id)[:MAX_ID] if isinstance(raw_id, str | int) else None
+        got = Accepted(n, shown, error=item.error)
+        answers.append(got)
+        if item.event is None:
+            continue
+        if len(item.event.id) > MAX_ID:
+            got.error = f"id is longer than {MAX_ID} characters"
+            continue
+        got.id = item.event.id
+        assert item.raw is not None
+        fresh.append((got, json.dumps(item.raw, default=str)))
+    return answers, fresh
+
+
 class IntakeQueue:
     """The intake of one ``serve``: accepts posts, answers status, runs the worker thread.
 
@@ -221,7 +257,7 @@ class IntakeQueue:
         self.options = options or SendOptions(max_attempts=2, backoff=0.5, workers=0)
         self._lock = threading.Lock()
         self._leader = threading.Lock()  # held by the thread committing a group of posts
-        self._waiting: list[_Pending] = []
+        self._waiting: list[Post] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
@@ -270,9 +306,14 @@ class IntakeQueue:
                 known = self._tokens.get(wanted)
             if known is not None:
                 return known
+        return self.source_for_hash(wanted) if wanted is not None else None
+
+    def source_for_hash(self, wanted: str) -> str | None:
+        """``source_for`` with the token's SHA-256 (``token_hash``), always from the store."""
+        self._touch()
         with self.ws.store.connect() as con:
-            found = authenticate(con, token)
-        if found is not None and wanted is not None:
+            found = authenticate_hash(con, wanted)
+        if found is not None:
             with self._lock:
                 self._tokens[wanted] = found
         return found
@@ -285,92 +326,63 @@ class IntakeQueue:
         (``Unauthorized``, nothing written, when it is no longer valid).
         """
         self._touch()
-        answers: list[Accepted] = []
-        fresh: list[tuple[Accepted, str]] = []
-        for n, item in enumerate(read_body(body), 1):
-            raw_id = item.raw.get("id") if item.raw else None
-            shown = str(raw_id)[:MAX_ID] if isinstance(raw_id, str | int) else None
-            got = Accepted(n, shown, error=item.error)
-            answers.append(got)
-            if item.event is None:
-                continue
-            if len(item.event.id) > MAX_ID:
-                got.error = f"id is longer than {MAX_ID} characters"
-                continue
-            got.id = item.event.id
-            assert item.raw is not None
-            fresh.append((got, json.dumps(item.raw, default=str)))
-        token_hash = _hash(token) if token else None
-        if not fresh:
-            if token_hash is not None:  # nothing to record: the token is checked all the same
-                alone = _Pending(source, [], token_hash)
-                with self.ws.store.connect() as con:
-                    self._check_tokens(con, [alone])
-                if alone.error is not None:
-                    raise alone.error
-            return answers
-        mine = _Pending(source, fresh, token_hash)
-        with self._lock:
-            if self.pending >= self.limit:  # full: refused before any store visit
-                raise self._full()
-            self._waiting.append(mine)
-        # Group commit: one thread at a time commits every post waiting by then in one
-        # transaction; a post whose events a previous leader committed just returns.
-        with self._leader:
-            if not mine.done:
-                with self._lock:
-                    group, self._waiting = self._waiting, []
-                self._commit(group)
-        if mine.error is not None:
-            raise mine.error
-        if any(not got.redelivered for got, _ in fresh):
-            self._wake.set()
+        answers, fresh = parse_post(body)
+        mine = Post(source, fresh, _hash(token) if token else None)
+        [error] = self.commit_posts([mine])
+        if error is not None:
+            raise error
         return answers
 
-    def _commit(self, group: list[_Pending]) -> None:
-        """Record the events of several posts in one transaction (the caller is the leader)."""
-        try:
-            now = utcnow()
-            with self.ws.store.transaction() as con:
-                posts = self._check_tokens(con, group)
-                keys = [(p.source, got.id) for p in posts for got, _ in p.fresh]
-                known = {
-                    (src, eid): status
-                    for src, eid, status in con.execute(
-                        "SELECT e.source, e.event_id, coalesce(e.status, e.state) "
-                        "FROM event_intake e JOIN (SELECT unnest(?::VARCHAR[]) AS s, "
-                        "unnest(?::VARCHAR[]) AS i) k ON e.source = k.s AND e.event_id = k.i",
-                        [[k[0] for k in keys], [k[1] for k in keys]],
-                    ).fetchall()
-                }
-                rows: list[tuple[str, str, str]] = []
-                room = self.limit - self.pending
-                for p in posts:
-                    new: list[tuple[str, str, str]] = []
-                    for got, data in p.fresh:
-                        key = (p.source, got.id or "")
-                        if key in known:
-                            got.redelivered, got.status = True, known[key]
-                        else:
-                            known[key] = got.status = QUEUED
-                            new.append((p.source, key[1], data))
-                    if len(new) > room:
-                        p.error = self._full()
-                        for source, eid, _ in new:
-                            del known[(source, eid)]
-                        continue
-                    room -= len(new)
-                    rows += new
-                if rows:
-                    con.execute(
-                        "INSERT INTO event_intake (source, event_id, body, received_at, state) "
-                        "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-                        "unnest(?::VARCHAR[]), ?, ?",
-                        [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now,
-                         QUEUED],
-                    )  # fmt: skip
+    def commit_posts(self, posts: list[Post]) -> list[BaseException | None]:
+        """Record the events of posts whose bodies were read already (``parse_post``, in
+        this process or in ``serve``'s front process); one error (or None) per post.
+
+        A post without events has its token checked all the same. Posts are committed in
+        groups: one thread at a time commits every post waiting by then in one
+        transaction; a post whose events a previous leader committed just returns.
+        """
+        self._touch()
+        mine = []
+        for p in posts:
+            if not p.fresh:
+                if p.token_hash is not None:  # nothing to record: the token is checked
+                    with self.ws.store.connect() as con:
+                        self._check_tokens(con, [p])
+                continue
             with self._lock:
-                self.pending += len(rows)
+                if self.pending >= self.limit:  # full: refused before any store visit
+                    p.error = self._full()
+                    continue
+                self._waiting.append(p)
+            mine.append(p)
+        if mine:
+            with self._leader:
+                if not all(p.done for p in mine):
+                    with self._lock:
+                        group, self._waiting = self._waiting, []
+                    with contextlib.suppress(Exception):  # each post of the group holds it
+                        self._commit(group)
+            if any(not got.redelivered for p in mine if p.error is None for got, _ in p.fresh):
+                self._wake.set()
+        return [p.error for p in posts]
+
+    def _commit(self, group: list[Post]) -> None:
+        """Record the events of several posts in one transaction (the caller is the leader).
+
+        It runs beside the worker's transactions: they write the log and the outcome of
+        events already here, never a new event's row. Should DuckDB still see a conflict,
+        the group is recorded again, alone.
+        """
+        import duckdb  # here: every CLI command imports this module, few open the store
+
+        try:
+            try:
+                added = self._record(group, beside=True)
+            except duckdb.TransactionException as exc:
+                log.info("intake: recording posts met a conflict (%s); again, alone", exc)
+                added = self._record(group, beside=False)
+            with self._lock:
+                self.pending += added
         except BaseException as exc:
             for p in group:
                 p.error = p.error or exc
@@ -379,7 +391,52 @@ class IntakeQueue:
             for p in group:
                 p.done = True
 
-    def _check_tokens(self, con: Any, group: list[_Pending]) -> list[_Pending]:
+    def _record(self, group: list[Post], *, beside: bool) -> int:
+        """One transaction recording the posts' new events; how many rows it added."""
+        for p in group:
+            p.error = None
+        now = utcnow()
+        with self.ws.store.transaction(beside=beside) as con:
+            posts = self._check_tokens(con, group)
+            keys = [(p.source, got.id) for p in posts for got, _ in p.fresh]
+            known = {
+                (src, eid): status
+                for src, eid, status in con.execute(
+                    "SELECT e.source, e.event_id, coalesce(e.status, e.state) "
+                    "FROM event_intake e JOIN (SELECT unnest(?::VARCHAR[]) AS s, "
+                    "unnest(?::VARCHAR[]) AS i) k ON e.source = k.s AND e.event_id = k.i",
+                    [[k[0] for k in keys], [k[1] for k in keys]],
+                ).fetchall()
+            }
+            rows: list[tuple[str, str, str]] = []
+            room = self.limit - self.pending
+            for p in posts:
+                new: list[tuple[str, str, str]] = []
+                for got, data in p.fresh:
+                    key = (p.source, got.id or "")
+                    if key in known:
+                        got.redelivered, got.status = True, known[key]
+                    else:
+                        known[key] = got.status = QUEUED
+                        new.append((p.source, key[1], data))
+                if len(new) > room:
+                    p.error = self._full()
+                    for source, eid, _ in new:
+                        del known[(source, eid)]
+                    continue
+                room -= len(new)
+                rows += new
+            if rows:
+                con.execute(
+                    "INSERT INTO event_intake (source, event_id, body, received_at, state) "
+                    "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+                    "unnest(?::VARCHAR[]), ?, ?",
+                    [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now,
+                     QUEUED],
+                )  # fmt: skip
+        return len(rows)
+
+    def _check_tokens(self, con: Any, group: list[Post]) -> list[Post]:
         """The posts whose token is still valid; the others get ``Unauthorized``."""
         hashes = sorted({p.token_hash for p in group if p.token_hash is not None})
         if not hashes:

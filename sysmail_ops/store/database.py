@@ -10,6 +10,7 @@ which process holds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -105,9 +106,15 @@ class Store:
                 con.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside BEGIN ... COMMIT; rolled back on any error."""
-        with self._write_lock, self.connect() as con:
+    def transaction(self, *, beside: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN ... COMMIT; rolled back on any error.
+
+        The transactions of one process's threads go one at a time, unless ``beside``:
+        DuckDB runs it beside another thread's (each sees its own snapshot), for a writer
+        whose rows no other thread writes (``serve``'s intake records new events while its
+        worker writes the log); a conflict would raise ``duckdb.TransactionException``.
+        """
+        with contextlib.nullcontext() if beside else self._write_lock, self.connect() as con:
             con.begin()
             try:
                 yield con

@@ -53,18 +53,30 @@ from email.policy import HTTP
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from sysmail_ops.campaigns import surveys
 from sysmail_ops.config import settings
 from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.errors import StoreBusyError, SysmailError, ValidationError
-from sysmail_ops.flows.intake import IntakeQueue, QueueFull, Unauthorized
+from sysmail_ops.flows.intake import Accepted, IntakeQueue, QueueFull, Unauthorized
 from sysmail_ops.records import suppression
 from sysmail_ops.sending.links import TokenError, TokenExpiredError
 
 log = logging.getLogger("sysmail_ops.web.server")
+
+
+class Intake(Protocol):
+    """What the ``/events`` routes need: ``IntakeQueue`` in one process, or the front
+    process's link to the process that owns the workspace (``web.front``)."""
+
+    def source_for(self, token: str | None, *, cached: bool = False) -> str | None: ...
+
+    def accept(self, source: str, body: bytes, *, token: str | None = None) -> list[Accepted]: ...
+
+    def status(self, source: str, event_id: str) -> dict[str, Any] | None: ...
+
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8025
@@ -219,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ConnectionError as exc:
             self.close_connection = True
             gone = f"client went away ({_why(exc)})"
-        if self._access is not None:
+        if self._access is not None and not self.server.quiet:
             code, size = self._access
             tail = f" ({gone})" if gone else ""
             self.log_message('"%s" %s %s%s', self.requestline, code, size, tail)
@@ -402,7 +414,7 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
         return value.strip() or None if scheme.lower() == "bearer" else None
 
-    def _events(self, method: str, queue: IntakeQueue, event_id: str | None) -> None:
+    def _events(self, method: str, queue: Intake, event_id: str | None) -> None:
         try:
             post = event_id is None and method == "POST"
             # A post's token may come from the cache: the commit of its events checks it again.
@@ -443,7 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _status_url(self, event_id: str) -> str:
         return f"{self.server.base_url}/events/{quote(event_id, safe='')}"
 
-    def _post_events(self, queue: IntakeQueue, source: str) -> None:
+    def _post_events(self, queue: Intake, source: str) -> None:
         try:
             body = self._body(MAX_EVENTS_BODY, "the events")
         except _TooLarge:
@@ -458,6 +470,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             answers = queue.accept(source, body, token=self._bearer())
+        except OutcomeUnknown as exc:
+            # Recorded or not, nobody can say: no answer at all, as if the server had
+            # crashed (a 5xx would tell the caller "not recorded"). It posts again; the
+            # same id is then answered from the record, or accepted.
+            self.close_connection = True
+            log.warning("%s a post got no answer: %s", self.client_address[0], exc)
+            return
         except Unauthorized:
             self._unauthorized()
             return
@@ -515,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         return data
 
     def _survey_get(self, token: str, score: str) -> None:
-        ws = self.server.ws
+        ws = self.server.workspace
         claims = surveys.verify_token(ws, token, "survey")
         try:
             chosen: int | None = surveys.check_score(score)
@@ -525,7 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, "Your opinion", _survey_form(claims, chosen, previous))
 
     def _survey_post(self, token: str) -> None:
-        ws = self.server.ws
+        ws = self.server.workspace
         surveys.verify_token(ws, token, "survey")  # a bad link says so before the form's errors
         form = self._form()
         if not form.get("score"):
@@ -540,7 +559,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _unsubscribe_get(self, token: str) -> None:
-        ws = self.server.ws
+        ws = self.server.workspace
         claims = surveys.verify_token(ws, token, "unsubscribe")
         addr = escape(claims.email)
         if suppression.get_entry(ws, claims.email) is not None:
@@ -557,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _unsubscribe_post(self, token: str) -> None:
-        ws = self.server.ws
+        ws = self.server.workspace
         claims = surveys.verify_token(ws, token, "unsubscribe")
         self._form()  # read (and cap) the body: one-click or the page's button, same effect
         source = f"campaign:{claims.campaign}" if claims.campaign else "unsubscribe link"
@@ -573,6 +592,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _TooLarge(Exception):
     pass
+
+
+class OutcomeUnknown(SysmailError):
+    """A post's events may or may not have been recorded (the owner process went away
+    while recording them): the caller gets no answer and posts again."""
 
 
 def _why(exc: OSError) -> str:
@@ -622,17 +646,28 @@ class SurveyServer(ThreadingHTTPServer):
 
     def __init__(
         self,
-        ws: Workspace,
+        ws: Workspace | None,
         address: tuple[str, int],
         *,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         timeout: float = READ_TIMEOUT,
-        intake: IntakeQueue | None = None,
+        intake: Intake | None = None,
+        base_url: str | None = None,
+        listen: socket.socket | None = None,
+        quiet: bool = False,
     ):
+        """``ws`` None: a front process, which never opens the workspace (``web.front``);
+        ``base_url`` then says where status URLs point. ``listen``: a socket already
+        bound and listening (handed over by the process that bound it), instead of
+        ``address``. ``quiet``: no access log line (the front logs each request)."""
         self.ws = ws
         self.intake = intake
-        self.base_url = str(settings.get_setting(ws, "public_base_url")).rstrip("/")
+        if base_url is None:
+            assert ws is not None, "a server without a workspace needs its base_url"
+            base_url = str(settings.get_setting(ws, "public_base_url"))
+        self.base_url = base_url.rstrip("/")
+        self.quiet = quiet
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.read_timeout = timeout
@@ -641,9 +676,23 @@ class SurveyServer(ThreadingHTTPServer):
         self._active = 0
         self._handed: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
         self._pool: list[threading.Thread] = []  # grown by the accepting thread only
+        if listen is not None:
+            self.address_family = listen.family
+            super().__init__(listen.getsockname()[:2], _Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = listen
+            self.server_address = listen.getsockname()[:2]
+            return
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    @property
+    def workspace(self) -> Workspace:
+        """The workspace the survey and unsubscribe routes use (never in a front process)."""
+        if self.ws is None:
+            raise SysmailError("this process serves no workspace")
+        return self.ws
 
     @property
     def active(self) -> int:
@@ -740,12 +789,14 @@ def make_server(
     request_timeout: float = REQUEST_TIMEOUT,
     timeout: float = READ_TIMEOUT,
     intake: IntakeQueue | None = None,
+    quiet: bool = False,
 ) -> SurveyServer:
     """A bound server, not yet serving: call ``serve_forever()`` (a thread in tests).
 
     ``max_connections``: handled at once (the excess gets a 503); ``request_timeout``: seconds
     for a whole request (request line, headers, body); ``timeout``: seconds one read may wait.
     ``intake``: the event intake to serve (``/events``); its worker is started by the caller.
+    ``quiet``: no access log (a server only ``serve``'s front process talks to).
     """
     if isinstance(max_connections, bool) or not isinstance(max_connections, int):
         raise ValidationError(f"max_connections must be a whole number, got {max_connections!r}")
@@ -762,6 +813,7 @@ def make_server(
             request_timeout=request_timeout,
             timeout=timeout,
             intake=intake,
+            quiet=quiet,
         )
     except OSError as exc:
         raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
