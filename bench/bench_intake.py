@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,15 @@ def setup(home: Path, port: int) -> Workspace:
     return ws
 
 
-def serve(home: Path, limit: int) -> tuple[subprocess.Popen[str], int]:
+def serve(home: Path, limit: int, variant: Variant) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if variant.tree:  # that tree's sysmail_ops, ahead of the installed one
+        env["PYTHONPATH"] = os.pathsep.join([variant.tree, env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [*CLI, "--home", str(home), "serve", "--port", "0", "--queue-limit", str(limit),
-         "--max-connections", str(POSTERS * 2)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+         "--max-connections", str(POSTERS * 2), *variant.args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        cwd=variant.tree or None,  # `python -m` looks in its working folder first
     )  # fmt: skip
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -101,10 +105,28 @@ def call(port: int, token: str, method: str, path: str, body: str | None = None)
         conn.close()
 
 
-def intake_run(home: Path, n: int, rate: float = 0) -> dict[str, float]:
+@dataclass(frozen=True)
+class Variant:
+    """One way of running ``serve``: a label, a source tree (``""``: this one), its flags."""
+
+    label: str
+    tree: str = ""
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``LABEL=[TREE][:FLAG ...]``, e.g. ``now=``, ``one=:--one-process``, ``old=/tmp/t``."""
+        label, _, rest = text.partition("=")
+        tree, _, flags = rest.partition(":")
+        return cls(label, tree, tuple(flags.split()))
+
+
+def intake_run(
+    home: Path, n: int, rate: float = 0, variant: Variant = Variant("now")
+) -> dict[str, float]:
     ws = Workspace.open(home)
     token = intake.add_source(ws, "bench")
-    proc, port = serve(home, limit=max(10_000, n))
+    proc, port = serve(home, limit=max(10_000, n), variant=variant)
     started: dict[str, datetime] = {}
     codes: dict[str, int] = {}
     answered: list[float] = []  # ms from the start of an accepted POST to its 202
@@ -187,26 +209,35 @@ def main() -> None:
     parser.add_argument("-m", type=int, default=20, help="events, one notify call each (20)")
     parser.add_argument("--runs", type=int, default=3, help="runs (3)")
     parser.add_argument("--rate", type=float, default=0, help="events/s offered; 0: flat out")
+    parser.add_argument(
+        "--variant", action="append", type=Variant.parse, metavar="LABEL=[TREE][:FLAGS]",
+        help="a way to run serve, alternated with the others in each run: its source tree "
+        "(made with `git archive C sysmail_ops | tar -x -C DIR`) and flags, e.g. "
+        "`one=:--one-process`, `before=/tmp/t/old` (default: this tree as it is)",
+    )  # fmt: skip
     args = parser.parse_args()
+    variants = args.variant or [Variant("now")]
     sink, port = start_sink()
     print(
-        f"{'run':>3} {'intake p50 ms':>13} {'p99 ms':>8} {'max ms':>8} {'events/s':>9} "
-        f"{'POST/s':>7} {'notify CLI ev/s':>15} {'ratio':>7} {'202 p50/p99 ms':>15}"
+        f"{'run':>3} {'serve':>8} {'intake p50 ms':>13} {'p99 ms':>8} {'max ms':>8} "
+        f"{'events/s':>9} {'POST/s':>7} {'notify CLI ev/s':>15} {'ratio':>7} {'202 p50/p99 ms':>15}"
     )
     try:
         for r in range(1, args.runs + 1):
-            with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
-                home = Path(tmp) / "ws"
-                setup(home, port)
-                got = intake_run(home, args.n, args.rate)
-                one = cli_run(home, args.m)
-                print(
-                    f"{r:>3} {got['p50']:>13.1f} {got['p99']:>8.1f} {got['max']:>8.1f} "
-                    f"{got['events_s']:>9.1f} {got['post_s']:>7.1f} {one:>15.2f} "
-                    f"{got['events_s'] / one:>6.0f}x "
-                    f"{got['post_p50']:>7.1f}/{got['post_p99']:<7.1f}",
-                    flush=True,
-                )
+            order = variants if r % 2 else variants[::-1]  # alternated: no variant always first
+            for variant in order:
+                with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
+                    home = Path(tmp) / "ws"
+                    setup(home, port)
+                    got = intake_run(home, args.n, args.rate, variant)
+                    one = cli_run(home, args.m) if args.m else float("nan")
+                    print(
+                        f"{r:>3} {variant.label:>8} {got['p50']:>13.1f} {got['p99']:>8.1f} "
+                        f"{got['max']:>8.1f} {got['events_s']:>9.1f} {got['post_s']:>7.1f} "
+                        f"{one:>15.2f} {got['events_s'] / one:>6.0f}x "
+                        f"{got['post_p50']:>7.1f}/{got['post_p99']:<7.1f}",
+                        flush=True,
+                    )
     finally:
         sink.terminate()
         sink.wait()

@@ -77,6 +77,17 @@ QUEUED = "queued"
 
 # --- sources ------------------------------------------------------------------------------
 
+# Source changes made by this process: a token verified before one is checked again. (Another
+# process cannot change a source while an intake holds the store; see ``IntakeQueue``.)
+_changes = 0
+_changes_lock = threading.Lock()
+
+
+def _changed() -> None:
+    global _changes
+    with _changes_lock:
+        _changes += 1
+
 
 @dataclass(frozen=True)
 class Source:
@@ -121,6 +132,7 @@ def add_source(ws: Workspace, name: str) -> str:
         con.execute(
             "INSERT INTO event_sources VALUES (?, ?, ?, NULL)", [name, _hash(token), utcnow()]
         )
+    _changed()
     return token
 
 
@@ -141,6 +153,7 @@ def revoke_source(ws: Workspace, name: str) -> None:
         if row[0] is not None:
             raise ValidationError(f"source {name} is already revoked")
         con.execute("UPDATE event_sources SET revoked_at = ? WHERE name = ?", [utcnow(), name])
+    _changed()
 
 
 def authenticate(con: Any, token: str | None) -> str | None:
@@ -237,6 +250,10 @@ class IntakeQueue:
     connection is held open (``_hold``), so each thread's short connection comes from
     DuckDB's in-process cache (a few ms instead of ~30-70 ms); after ``IDLE_RELEASE``
     seconds without traffic the file is let go, so the CLI and notebooks can use it.
+
+    While the file is held no other process can open it, so no other process can revoke
+    a token: a token verified in the store since the hold began, with no source changed
+    by this process since, is not looked up again when a post's events are recorded.
     """
 
     def __init__(
@@ -262,6 +279,8 @@ class IntakeQueue:
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
         self._tokens: dict[str, str] = {}  # SHA-256 of a token seen valid -> its source
+        self._verified: dict[str, tuple[int, int]] = {}  # ... -> (hold, _changes) it was seen in
+        self._hold_count = 0  # holds of the store begun: one more after each let-go
         self._held: ExitStack | None = None
         self._last_use = 0.0
         self._thread: threading.Thread | None = None
@@ -280,6 +299,7 @@ class IntakeQueue:
         with self._hold_lock:
             self._last_use = time.monotonic()
             if self._held is None:
+                self._hold_count += 1
                 stack = ExitStack()
                 stack.enter_context(self.ws.store.connect())
                 self._held = stack
@@ -311,12 +331,22 @@ class IntakeQueue:
     def source_for_hash(self, wanted: str) -> str | None:
         """``source_for`` with the token's SHA-256 (``token_hash``), always from the store."""
         self._touch()
+        seen = self._now()
         with self.ws.store.connect() as con:
             found = authenticate_hash(con, wanted)
-        if found is not None:
-            with self._lock:
+        with self._lock:
+            if found is not None:
                 self._tokens[wanted] = found
+                self._verified[wanted] = seen
+            else:
+                self._tokens.pop(wanted, None)
+                self._verified.pop(wanted, None)
         return found
+
+    def _now(self) -> tuple[int, int]:
+        """The hold of the store and the count of source changes, as of now."""
+        with self._hold_lock:
+            return self._hold_count, _changes
 
     def accept(self, source: str, body: bytes, *, token: str | None = None) -> list[Accepted]:
         """Record the good events of a post (committed before this returns); one answer each.
@@ -398,16 +428,10 @@ class IntakeQueue:
         now = utcnow()
         with self.ws.store.transaction(beside=beside) as con:
             posts = self._check_tokens(con, group)
+            if self.pending + sum(len(p.fresh) for p in posts) <= self.limit:
+                return self._insert_all(con, posts, now)
             keys = [(p.source, got.id) for p in posts for got, _ in p.fresh]
-            known = {
-                (src, eid): status
-                for src, eid, status in con.execute(
-                    "SELECT e.source, e.event_id, coalesce(e.status, e.state) "
-                    "FROM event_intake e JOIN (SELECT unnest(?::VARCHAR[]) AS s, "
-                    "unnest(?::VARCHAR[]) AS i) k ON e.source = k.s AND e.event_id = k.i",
-                    [[k[0] for k in keys], [k[1] for k in keys]],
-                ).fetchall()
-            }
+            known = _statuses(con, keys)
             rows: list[tuple[str, str, str]] = []
             room = self.limit - self.pending
             for p in posts:
@@ -427,18 +451,47 @@ class IntakeQueue:
                 room -= len(new)
                 rows += new
             if rows:
-                con.execute(
-                    "INSERT INTO event_intake (source, event_id, body, received_at, state) "
-                    "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-                    "unnest(?::VARCHAR[]), ?, ?",
-                    [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now,
-                     QUEUED],
-                )  # fmt: skip
+                _insert(con, rows, now)
         return len(rows)
 
+    def _insert_all(self, con: Any, posts: list[Post], now: datetime) -> int:
+        """``_record`` when every event fits under the bound: one INSERT that skips the
+        known ids, whose status is then looked up (a redelivery is rare)."""
+        first: dict[tuple[str, str], str] = {}
+        for p in posts:
+            for got, data in p.fresh:
+                first.setdefault((p.source, got.id or ""), data)
+        added = set(_insert(con, [(*key, data) for key, data in first.items()], now))
+        known = _statuses(con, [k for k in first if k not in added])
+        for p in posts:
+            for got, _ in p.fresh:
+                key = (p.source, got.id or "")
+                if key in added:  # its first line is new; a second line of it, a redelivery
+                    got.redelivered, got.status = key in known, QUEUED
+                    known[key] = QUEUED
+                else:
+                    got.redelivered, got.status = True, known[key]
+        return len(added)
+
     def _check_tokens(self, con: Any, group: list[Post]) -> list[Post]:
-        """The posts whose token is still valid; the others get ``Unauthorized``."""
-        hashes = sorted({p.token_hash for p in group if p.token_hash is not None})
+        """The posts whose token is still valid; the others get ``Unauthorized``.
+
+        A token verified in this hold of the store, with no source changed since, is
+        known valid (see the class); the others are looked up.
+        """
+        now = self._now()
+        with self._lock:
+            hashes = sorted(
+                {
+                    p.token_hash
+                    for p in group
+                    if p.token_hash is not None
+                    and (
+                        self._verified.get(p.token_hash) != now
+                        or self._tokens.get(p.token_hash) != p.source
+                    )
+                }
+            )
         if not hashes:
             return group
         valid = set(
@@ -450,12 +503,17 @@ class IntakeQueue:
         )
         kept = []
         for p in group:
-            if p.token_hash is None or (p.source, p.token_hash) in valid:
+            if p.token_hash is None or p.token_hash not in hashes:
                 kept.append(p)
-                continue
-            p.error = Unauthorized("the source's token is no longer valid")
-            with self._lock:
-                self._tokens.pop(p.token_hash, None)
+            elif (p.source, p.token_hash) in valid:
+                kept.append(p)
+                with self._lock:
+                    self._verified[p.token_hash] = now
+            else:
+                p.error = Unauthorized("the source's token is no longer valid")
+                with self._lock:
+                    self._tokens.pop(p.token_hash, None)
+                    self._verified.pop(p.token_hash, None)
         return kept
 
     def _full(self) -> QueueFull:
@@ -632,6 +690,37 @@ class _Suspect:
 
     first_failed: float  # monotonic time
     attempts: int = 0  # failures alone
+
+
+def _statuses(con: Any, keys: list[tuple[str, str | None]]) -> dict[tuple[str, str], str]:
+    """The recorded status of each (source, event id) the intake knows, of ``keys``."""
+    if not keys:
+        return {}
+    return {
+        (src, eid): status
+        for src, eid, status in con.execute(
+            "SELECT e.source, e.event_id, coalesce(e.status, e.state) "
+            "FROM event_intake e JOIN (SELECT unnest(?::VARCHAR[]) AS s, "
+            "unnest(?::VARCHAR[]) AS i) k ON e.source = k.s AND e.event_id = k.i",
+            [[k[0] for k in keys], [k[1] for k in keys]],
+        ).fetchall()
+    }
+
+
+def _insert(con: Any, rows: list[tuple[str, str, str]], now: datetime) -> list[tuple[str, str]]:
+    """Queue new events (source, event id, JSON); the (source, id) of those inserted: an
+    id the intake knows already is skipped."""
+    if not rows:
+        return []
+    return [
+        (src, eid)
+        for src, eid in con.execute(
+            "INSERT INTO event_intake (source, event_id, body, received_at, state) "
+            "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, ? "
+            "ON CONFLICT DO NOTHING RETURNING source, event_id",
+            [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now, QUEUED],
+        ).fetchall()
+    ]
 
 
 def _reason(exc: BaseException) -> str:
