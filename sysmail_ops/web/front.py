@@ -223,9 +223,8 @@ def _answer_calls(conn: Connection, intake: IntakeQueue) -> None:
                 reply: tuple[str, Any] = ("ok", _call(intake, op, args))
             except SysmailError as exc:
                 reply = ("error", exc)
-            except Exception:
-                log.exception("serve: the front's call %r failed", op)
-                reply = ("error", SysmailError(f"the call {op!r} failed in the owner process"))
+            except Exception as exc:
+                reply = ("error", _unexpected(op, exc))
             try:
                 conn.send(reply)
             except OSError:
@@ -242,12 +241,22 @@ def _call(intake: IntakeQueue, op: str, args: list[Any]) -> Any:
             Post(source, [(Accepted(line, eid), data) for line, eid, data in events], hashed)
             for source, hashed, events in args[0]
         ]
-        errors = intake.commit_posts(posts)
+        errors = [
+            e if e is None or isinstance(e, SysmailError) else _unexpected(op, e)
+            for e in intake.commit_posts(posts)
+        ]
         return [
             (error, [(got.redelivered, got.status) for got, _ in p.fresh])
             for p, error in zip(posts, errors, strict=True)
         ]
     raise SysmailError(f"no such call: {op!r}")
+
+
+def _unexpected(op: str, exc: BaseException) -> SysmailError:
+    """What the front is told of an error of ours (logged here with its traceback): ours
+    pickle (they cross processes); a library's (DuckDB's, say) may not."""
+    log.error("serve: the front's call %r failed", op, exc_info=exc)
+    return SysmailError(f"the owner process failed to {op}: {type(exc).__name__}")
 
 
 # --- the front's side ---------------------------------------------------------------------

@@ -47,8 +47,8 @@ class CountingQueue(intake.IntakeQueue):
 class Pair:
     """A front server and the owner's side in this process (threads), like ``serve``."""
 
-    def __init__(self, ws: Workspace, **queue_kw: Any):
-        self.queue = CountingQueue(ws, **queue_kw)
+    def __init__(self, ws: Workspace, queue: type[CountingQueue] = CountingQueue, **queue_kw: Any):
+        self.queue = queue(ws, **queue_kw)
         self.inner = web.make_server(ws, "127.0.0.1", 0, quiet=True)
         threading.Thread(target=self.inner.serve_forever, daemon=True).start()
         self.ours: list[Connection] = []
@@ -289,6 +289,32 @@ def test_an_owner_gone_during_the_call_leaves_the_post_unanswered(
                 conn.getresponse()
             conn.close()
         assert "a post got no answer: the owner process went away" in caplog.text
+    finally:
+        p.close()
+
+
+def test_an_unexpected_failure_in_the_owner_is_one_500_not_a_hang(
+    ws: Workspace, smtp_server: SMTPTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class DiskOnFire(Exception):
+        """Defined in a function: it cannot be pickled to the front as it is."""
+
+    class Failing(CountingQueue):
+        def _record(self, group: list[intake.Post], *, beside: bool) -> int:
+            raise DiskOnFire("no space left")
+
+    setup_rules(ws, smtp_server)
+    p = Pair(ws, Failing)
+    try:
+        with caplog.at_level(logging.INFO):
+            status, _, body = raw(
+                p, "POST", "/events", json.dumps(event("X-1")).encode(),
+                Authorization=f"Bearer {intake.add_source(ws, 'erp')}",
+            )  # fmt: skip
+        assert status == 500 and b"Something went wrong" in body
+        assert "the front's call 'commit' failed" in caplog.text and "DiskOnFire" in caplog.text
+        assert "the owner process failed to commit: DiskOnFire" in caplog.text
+        assert intake_rows(ws) == 0
     finally:
         p.close()
 
