@@ -26,17 +26,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sysmail_ops.config.workspace import Workspace
-from sysmail_ops.errors import SysmailError, ValidationError
+from sysmail_ops.errors import SysmailError
 from sysmail_ops.flows.events import (
     EventResult,
     Intake,
     SendStatus,
     claim,
-    raw_id,
     record_events,
     release,
 )
-from sysmail_ops.flows.notifications import _event_status, _Notifier
+from sysmail_ops.flows.notifications import _event_status, _Notifier, _start
 from sysmail_ops.flows.rules import Rule
 from sysmail_ops.records import sendlog
 from sysmail_ops.sending.delivery import Delivery
@@ -175,18 +174,8 @@ class MicroBatcher:
         assert self._notifier is not None
         groups: dict[_Key, list[_Planned]] = {}
         for n, item in enumerate(intakes):
-            ev = item.event
-            res = EventResult(ev.id if ev else raw_id(item.raw), "error", source=item.source)
+            res, planned = _start(self._notifier, item)
             results.append(res)
-            if ev is None:
-                res.error = item.error
-                continue
-            try:
-                res.matched, planned = self._notifier.plan(ev)
-            except ValidationError as exc:
-                res.error = str(exc)
-                continue
-            res.status = "notified" if res.matched else "no_match"
             for rule, d in planned:
                 key = (rule.account, rule.template, rule.flow_type)
                 groups.setdefault(key, []).append((n, rule, d))

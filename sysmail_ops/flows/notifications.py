@@ -214,23 +214,30 @@ def _statuses(con: Any, batches: Sequence[str]) -> dict[tuple[str, str], str]:
     return {(k, r.lower()): s or "skipped_duplicate" for k, r, s in rows}
 
 
+def _start(notifier: _Notifier, item: Intake) -> tuple[EventResult, list[tuple[Rule, Delivery]]]:
+    """An event's result so far and its planned deliveries: none for a bad event (its
+    error) or one that no rule matches (``no_match``)."""
+    ev = item.event
+    res = EventResult(ev.id if ev else raw_id(item.raw), "error", source=item.source)
+    if ev is None:
+        res.error = item.error
+        return res, []
+    try:
+        res.matched, planned = notifier.plan(ev)
+    except ValidationError as exc:
+        res.error = str(exc)
+        return res, []
+    res.status = "notified" if res.matched else "no_match"
+    return res, planned
+
+
 def _round(notifier: _Notifier, intakes: list[Intake]) -> list[EventResult]:
     """Plan every event, send per rule, read back each send's status, record the events."""
     results: list[EventResult] = []
     by_rule: dict[str, tuple[Rule, list[tuple[int, Delivery]]]] = {}
     for n, item in enumerate(intakes):
-        ev = item.event
-        res = EventResult(ev.id if ev else raw_id(item.raw), "error", source=item.source)
+        res, planned = _start(notifier, item)
         results.append(res)
-        if ev is None:
-            res.error = item.error
-            continue
-        try:
-            res.matched, planned = notifier.plan(ev)
-        except ValidationError as exc:
-            res.error = str(exc)
-            continue
-        res.status = "notified" if res.matched else "no_match"
         for rule, d in planned:
             by_rule.setdefault(rule.name, (rule, []))[1].append((n, d))
     claims = _claim(notifier.ws, by_rule, results)
