@@ -150,7 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except BaseException:
             listen.close()
             raise
-        url = front.url(listen)
+        url = web.listen_url(listen.getsockname())
     base = settings.get_setting(ws, "public_base_url")
     queue.start()
     the_front = None

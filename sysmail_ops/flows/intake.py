@@ -105,9 +105,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
-_hash = token_hash
-
-
 def check_source_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
@@ -130,7 +127,7 @@ def add_source(ws: Workspace, name: str) -> str:
             raise ValidationError(f"source {name} exists; revoke it first to give it a new token")
         con.execute("DELETE FROM event_sources WHERE name = ?", [name])
         con.execute(
-            "INSERT INTO event_sources VALUES (?, ?, ?, NULL)", [name, _hash(token), utcnow()]
+            "INSERT INTO event_sources VALUES (?, ?, ?, NULL)", [name, token_hash(token), utcnow()]
         )
     _changed()
     return token
@@ -158,7 +155,7 @@ def revoke_source(ws: Workspace, name: str) -> None:
 
 def authenticate(con: Any, token: str | None) -> str | None:
     """The active source whose token this is, or None. Every hash is compared in full."""
-    return authenticate_hash(con, _hash(token)) if token else None
+    return authenticate_hash(con, token_hash(token)) if token else None
 
 
 def authenticate_hash(con: Any, wanted: str) -> str | None:
@@ -278,8 +275,8 @@ class IntakeQueue:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
-        self._tokens: dict[str, str] = {}  # SHA-256 of a token seen valid -> its source
-        self._verified: dict[str, tuple[int, int]] = {}  # ... -> (hold, _changes) it was seen in
+        # SHA-256 of a token seen valid -> its source, and (hold, _changes) when it was seen
+        self._tokens: dict[str, tuple[str, tuple[int, int]]] = {}
         self._hold_count = 0  # holds of the store begun: one more after each let-go
         self._held: ExitStack | None = None
         self._last_use = 0.0
@@ -320,12 +317,12 @@ class IntakeQueue:
         events (a revoked token then writes nothing and gets ``Unauthorized``).
         """
         self._touch()
-        wanted = _hash(token) if token else None
+        wanted = token_hash(token) if token else None
         if cached and wanted is not None:
             with self._lock:
                 known = self._tokens.get(wanted)
             if known is not None:
-                return known
+                return known[0]
         return self.source_for_hash(wanted) if wanted is not None else None
 
     def source_for_hash(self, wanted: str) -> str | None:
@@ -336,11 +333,9 @@ class IntakeQueue:
             found = authenticate_hash(con, wanted)
         with self._lock:
             if found is not None:
-                self._tokens[wanted] = found
-                self._verified[wanted] = seen
+                self._tokens[wanted] = (found, seen)
             else:
                 self._tokens.pop(wanted, None)
-                self._verified.pop(wanted, None)
         return found
 
     def _now(self) -> tuple[int, int]:
@@ -357,7 +352,7 @@ class IntakeQueue:
         """
         self._touch()
         answers, fresh = parse_post(body)
-        mine = Post(source, fresh, _hash(token) if token else None)
+        mine = Post(source, fresh, token_hash(token) if token else None)
         [error] = self.commit_posts([mine])
         if error is not None:
             raise error
@@ -428,35 +423,29 @@ class IntakeQueue:
         now = utcnow()
         with self.ws.store.transaction(beside=beside) as con:
             posts = self._check_tokens(con, group)
-            if self.pending + sum(len(p.fresh) for p in posts) <= self.limit:
-                return self._insert_all(con, posts, now)
-            keys = [(p.source, got.id) for p in posts for got, _ in p.fresh]
-            known = _statuses(con, keys)
-            rows: list[tuple[str, str, str]] = []
-            room = self.limit - self.pending
-            for p in posts:
-                new: list[tuple[str, str, str]] = []
-                for got, data in p.fresh:
-                    key = (p.source, got.id or "")
-                    if key in known:
-                        got.redelivered, got.status = True, known[key]
-                    else:
-                        known[key] = got.status = QUEUED
-                        new.append((p.source, key[1], data))
-                if len(new) > room:
-                    p.error = self._full()
-                    for source, eid, _ in new:
-                        del known[(source, eid)]
-                    continue
-                room -= len(new)
-                rows += new
-            if rows:
-                _insert(con, rows, now)
-        return len(rows)
+            if self.pending + sum(len(p.fresh) for p in posts) > self.limit:
+                posts = self._fitting(con, posts)
+            return self._insert_all(con, posts, now)
+
+    def _fitting(self, con: Any, posts: list[Post]) -> list[Post]:
+        """Near the bound: the posts whose new events fit, in order; the others get
+        ``QueueFull`` (a post is taken whole or not at all)."""
+        known = set(_statuses(con, [(p.source, got.id) for p in posts for got, _ in p.fresh]))
+        room = self.limit - self.pending
+        fits = []
+        for p in posts:
+            new = {(p.source, got.id or "") for got, _ in p.fresh} - known
+            if len(new) > room:
+                p.error = self._full()
+                continue
+            room -= len(new)
+            known |= new
+            fits.append(p)
+        return fits
 
     def _insert_all(self, con: Any, posts: list[Post], now: datetime) -> int:
-        """``_record`` when every event fits under the bound: one INSERT that skips the
-        known ids, whose status is then looked up (a redelivery is rare)."""
+        """Record the posts' events: one INSERT that skips the ids already known, whose
+        status is then looked up (a redelivery is rare)."""
         first: dict[tuple[str, str], str] = {}
         for p in posts:
             for got, data in p.fresh:
@@ -486,10 +475,7 @@ class IntakeQueue:
                     p.token_hash
                     for p in group
                     if p.token_hash is not None
-                    and (
-                        self._verified.get(p.token_hash) != now
-                        or self._tokens.get(p.token_hash) != p.source
-                    )
+                    and self._tokens.get(p.token_hash) != (p.source, now)
                 }
             )
         if not hashes:
@@ -508,12 +494,11 @@ class IntakeQueue:
             elif (p.source, p.token_hash) in valid:
                 kept.append(p)
                 with self._lock:
-                    self._verified[p.token_hash] = now
+                    self._tokens[p.token_hash] = (p.source, now)
             else:
                 p.error = Unauthorized("the source's token is no longer valid")
                 with self._lock:
                     self._tokens.pop(p.token_hash, None)
-                    self._verified.pop(p.token_hash, None)
         return kept
 
     def _full(self) -> QueueFull:

@@ -66,16 +66,16 @@ from sysmail_ops.web.server import (
 
 log = logging.getLogger("sysmail_ops.web.server")
 
-__all__ = ["Front", "FrontServer", "RemoteIntake", "bind", "url"]
+__all__ = ["Front", "FrontServer", "RemoteIntake", "bind"]
 
 START_WAIT = 60.0  # seconds the front has to say it is ready (a fresh interpreter: ~0.5 s)
 STOP_WAIT = 10.0  # seconds the front has to finish the requests in hand when stopped
-RESTART_MAX = 30.0
+RESTART_MAX = 30.0  # seconds between restarts of a front that keeps dying, at most
 # Seconds between two calls that record posts, at least: each is a DuckDB transaction of a
 # few ms, in the process the worker sends from. At 300 posts/s, back-to-back calls (~100 a
 # second of ~3 posts) took ~40% of a CPU there; 15 ms apart they carry ~5 posts each and the
 # end-to-end p50 fell (bench_intake.py, alternated runs), with the 202 no later.
-COMMIT_GAP = 0.015  # seconds between restarts of a front that keeps dying, at most
+COMMIT_GAP = 0.015
 # Not passed on to the owner's server, nor back: they are about one connection (RFC 9110
 # 7.6.1), or set again by whoever sends the message on.
 _HOP = frozenset(
@@ -99,12 +99,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
-
-
-def url(sock: socket.socket) -> str:
-    """Where a bound socket listens, as ``http://HOST:PORT``."""
-    host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 # --- the owner's side ---------------------------------------------------------------------
@@ -152,7 +146,6 @@ class Front:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=fds,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the owner, which stops it
         )
         for s in theirs:
             s.close()
@@ -287,12 +280,20 @@ class _Link:
             raise value
         return value
 
+    def look_up(self, *message: Any) -> Any:
+        """``call`` for a question that changes nothing: an answer lost is the owner gone."""
+        try:
+            return self.call(*message)
+        except OutcomeUnknown as exc:
+            raise OwnerGone(str(exc)) from None
+
 
 @dataclass(eq=False)
 class _Waiting:
+    """A post waiting for the call that records it (its answers, or ``post.error``)."""
+
     post: Post
     done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
 
 
 class RemoteIntake:
@@ -320,10 +321,7 @@ class RemoteIntake:
                 known = self._tokens.get(wanted)
             if known is not None:
                 return known
-        try:
-            found: str | None = self._calls.call("auth", wanted)
-        except OutcomeUnknown as exc:  # a lookup: nothing to be unsure about
-            raise OwnerGone(str(exc)) from None
+        found: str | None = self._calls.look_up("auth", wanted)
         with self._lock:
             if found is None:
                 self._tokens.pop(wanted, None)
@@ -339,18 +337,16 @@ class RemoteIntake:
         waiting = _Waiting(Post(source, fresh, hashed))
         self._waiting.put(waiting)
         waiting.done.wait()
-        if waiting.error is not None:
-            if isinstance(waiting.error, Unauthorized) and hashed is not None:
+        error = waiting.post.error
+        if error is not None:
+            if isinstance(error, Unauthorized) and hashed is not None:
                 with self._lock:  # revoked: the next post asks the owner again
                     self._tokens.pop(hashed, None)
-            raise waiting.error
+            raise error
         return answers
 
     def status(self, source: str, event_id: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] | None = self._calls.call("status", source, event_id)
-        except OutcomeUnknown as exc:
-            raise OwnerGone(str(exc)) from None
+        found: dict[str, Any] | None = self._calls.look_up("status", source, event_id)
         return found
 
     def _record(self) -> None:
@@ -370,11 +366,11 @@ class RemoteIntake:
                 results = self._commits.call("commit", payload)
             except BaseException as exc:  # each post answers with it
                 for w in group:
-                    w.error = exc
+                    w.post.error = exc
                     w.done.set()
                 continue
             for w, (error, outcomes) in zip(group, results, strict=True):
-                w.error = error
+                w.post.error = error
                 for (got, _), (redelivered, status) in zip(w.post.fresh, outcomes, strict=True):
                     got.redelivered, got.status = redelivered, status
                 w.done.set()
@@ -427,7 +423,7 @@ class FrontServer(SurveyServer):
 
 def main() -> None:
     """The front process: configured by one JSON line on stdin; ends when stdin ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the owner stops us (SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the owner stops us
     config = json.loads(sys.stdin.readline())
     logging.basicConfig(
         level=config["log_level"], format="%(asctime)s %(message)s", stream=sys.stderr

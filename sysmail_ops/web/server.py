@@ -750,10 +750,15 @@ class SurveyServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """Where this server listens (the port chosen when it was given 0)."""
-        raw = self.server_address[0]
-        host = raw.decode() if isinstance(raw, bytes) else str(raw)
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.server_address[1]}"
+        return listen_url(self.server_address)
+
+
+def listen_url(address: tuple[Any, ...]) -> str:
+    """``http://HOST:PORT`` for a socket's address (an IPv6 host in brackets)."""
+    raw = address[0]
+    host = raw.decode() if isinstance(raw, bytes) else str(raw)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{address[1]}"
 
 
 def _busy(sock: socket.socket, limit: int) -> None:
