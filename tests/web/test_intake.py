@@ -151,6 +151,43 @@ def test_one_event_is_accepted_durably_then_notified_and_a_redelivery_is_not_mai
     ]
 
 
+def test_a_group_with_a_known_id_records_the_new_ones_once(
+    ws: Workspace, smtp_server: SMTPTestServer
+) -> None:
+    """Posts committed together, one of them redelivering a recorded id: the group's
+    plain INSERT fails on it and the group goes in again skipping known ids."""
+    setup_rules(ws, smtp_server)
+    queue = intake.IntakeQueue(ws)
+    token = intake.add_source(ws, "erp")
+    queue.accept("erp", json.dumps(event("K-1")).encode(), token=token)
+
+    def post(*events: dict[str, Any]) -> intake.Post:
+        answers, fresh = intake.parse_post("\n".join(json.dumps(e) for e in events).encode())
+        assert len(fresh) == len(answers)
+        return intake.Post("erp", fresh, intake.token_hash(token))
+
+    posts = [post(event("K-2")), post(event("K-3"), event("K-1")), post(event("K-2"))]
+    assert queue.commit_posts(posts) == [None, None, None]
+    answers = [(got.id, got.status, got.redelivered) for p in posts for got, _ in p.fresh]
+    assert answers == [
+        ("K-2", "queued", False),
+        ("K-3", "queued", False),
+        ("K-1", "queued", True),
+        ("K-2", "queued", True),  # the same group's first line of it is the new one
+    ]
+    assert intake_rows(ws) == 3 and queue.pending == 3
+    queue.start()
+    try:
+        deadline = time.monotonic() + 20
+        while queue.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.stop()
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "p-K-1@example.com", "p-K-2@example.com", "p-K-3@example.com",
+    ]  # fmt: skip
+
+
 def test_json_lines_with_bad_lines_accept_the_good_ones(
     ws: Workspace, served: Served, smtp_server: SMTPTestServer
 ) -> None:
