@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -73,6 +74,7 @@ MAX_ID = 150  # an event id's length within its source (the pipeline sees SOURCE
 IDLE_RELEASE = 2.0  # seconds without traffic after which the store file is let go
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 QUEUED = "queued"
+_Row = tuple[int, str, str, str]  # a queued event: its row id, source, event id, JSON body
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -248,9 +250,16 @@ class IntakeQueue:
     DuckDB's in-process cache (a few ms instead of ~30-70 ms); after ``IDLE_RELEASE``
     seconds without traffic the file is let go, so the CLI and notebooks can use it.
 
-    While the file is held no other process can open it, so no other process can revoke
-    a token: a token verified in the store since the hold began, with no source changed
-    by this process since, is not looked up again when a post's events are recorded.
+    While the file is held no other process can open it, so what this process learned
+    from the store in a hold stays true until the hold ends or this process changes it:
+
+    - a token verified in the store since the hold began, with no source changed by this
+      process since, is not looked up again when a post's events are recorded;
+    - the queued rows are read from the store once per hold, then kept in memory: a
+      commit adds its rows, the worker takes its micro-batches from there (in the order
+      they were accepted) and drops what it recorded, without a query per micro-batch;
+    - the worker tells its ``MicroBatcher`` which hold each micro-batch runs in, so it
+      looks at the configuration and at other processes' claims once per hold too.
     """
 
     def __init__(
@@ -286,9 +295,45 @@ class IntakeQueue:
         self._suspects: dict[int, _Suspect] = {}  # rows of a failed micro-batch, tried alone
         self._not_before: dict[int, float] = {}  # rows waiting out a backoff (monotonic time)
         self._last_success = 0.0  # when a micro-batch last went through (monotonic time)
-        with ws.store.connect() as con:
-            row = con.execute("SELECT count(*) FROM event_intake WHERE state = ?", [QUEUED])
-            self.pending = int(row.fetchone()[0])  # type: ignore[index]
+        # The queued rows (id -> row), in the order accepted, as of the hold ``_queue_hold``;
+        # while the worker reads them again at a new hold, commits also add to ``_loading``.
+        self._queue: dict[int, _Row] = {}
+        self._queue_hold = -1
+        self._loading: list[_Row] | None = None
+        self._load_queue(self._hold_count)
+
+    @property
+    def pending(self) -> int:
+        """Events queued (accepted, not yet notified)."""
+        return len(self._queue)
+
+    def _load_queue(self, hold: int) -> None:
+        """Read the queued rows from the store, as of the hold ``hold``."""
+        with self._lock:
+            self._loading = []
+        try:
+            with self.ws.store.connect() as con:
+                rows = con.execute(
+                    "SELECT id, source, event_id, body FROM event_intake WHERE state = ? "
+                    "ORDER BY id",
+                    [QUEUED],
+                ).fetchall()
+        except BaseException:
+            with self._lock:
+                self._loading = None
+            raise
+        with self._lock:
+            queue = {r[0]: r for r in rows}
+            for r in self._loading:  # committed after the query's snapshot, maybe
+                queue.setdefault(r[0], r)
+            self._queue, self._loading, self._queue_hold = queue, None, hold
+            for gone in (self._suspects.keys() | self._not_before.keys()) - queue.keys():
+                self._suspects.pop(gone, None)
+                self._not_before.pop(gone, None)
+
+    def _hold(self) -> int:
+        with self._hold_lock:
+            return self._hold_count
 
     # -- the held connection -------------------------------------------------------------
 
@@ -408,8 +453,10 @@ class IntakeQueue:
             except duckdb.TransactionException as exc:
                 log.info("intake: recording posts met a conflict (%s); again, alone", exc)
                 added = self._record(group, beside=False, known=True)
-            with self._lock:
-                self.pending += added
+            with self._lock:  # committed: the worker may take them
+                self._queue.update((r[0], r) for r in added)
+                if self._loading is not None:
+                    self._loading.extend(added)
         except BaseException as exc:
             for p in group:
                 p.error = p.error or exc
@@ -418,8 +465,8 @@ class IntakeQueue:
             for p in group:
                 p.done = True
 
-    def _record(self, group: list[Post], *, beside: bool, known: bool = False) -> int:
-        """One transaction recording the posts' new events; how many rows it added.
+    def _record(self, group: list[Post], *, beside: bool, known: bool = False) -> list[_Row]:
+        """One transaction recording the posts' new events; the rows it added.
 
         ``known``: some ids may be recorded already (a redelivery). Without it the rows go
         in with a plain INSERT, which fails on a known id (``duckdb.ConstraintException``:
@@ -430,7 +477,7 @@ class IntakeQueue:
         for p in group:
             p.error = None
         now = utcnow()
-        with self.ws.store.transaction(beside=beside) as con:
+        with self.ws.store.transaction(beside=beside, config=False) as con:
             posts = self._check_tokens(con, group)
             if self.pending + sum(len(p.fresh) for p in posts) > self.limit:
                 posts = self._fitting(con, posts)
@@ -452,25 +499,25 @@ class IntakeQueue:
             fits.append(p)
         return fits
 
-    def _insert_all(self, con: Any, posts: list[Post], now: datetime, *, known: bool) -> int:
+    def _insert_all(self, con: Any, posts: list[Post], now: datetime, *, known: bool) -> list[_Row]:
         """Record the posts' events: one INSERT (with ``known``, one that skips the ids
-        already recorded, whose status is then looked up)."""
+        already recorded, whose status is then looked up); the rows added."""
         first: dict[tuple[str, str], str] = {}
         for p in posts:
             for got, data in p.fresh:
                 first.setdefault((p.source, got.id or ""), data)
-        rows = [(*key, data) for key, data in first.items()]
-        added = set(_insert(con, rows, now, skip_known=known))
-        known = _statuses(con, [k for k in first if k not in added])
+        rows = _insert(con, [(*key, data) for key, data in first.items()], now, skip_known=known)
+        added = {(src, eid) for _id, src, eid, _body in rows}
+        recorded = _statuses(con, [k for k in first if k not in added])
         for p in posts:
             for got, _ in p.fresh:
                 key = (p.source, got.id or "")
                 if key in added:  # its first line is new; a second line of it, a redelivery
-                    got.redelivered, got.status = key in known, QUEUED
-                    known[key] = QUEUED
+                    got.redelivered, got.status = key in recorded, QUEUED
+                    recorded[key] = QUEUED
                 else:
-                    got.redelivered, got.status = True, known[key]
-        return len(added)
+                    got.redelivered, got.status = True, recorded[key]
+        return rows
 
     def _check_tokens(self, con: Any, group: list[Post]) -> list[Post]:
         """The posts whose token is still valid; the others get ``Unauthorized``.
@@ -590,25 +637,23 @@ class IntakeQueue:
         of everything, such as a full disk, marks nothing).
         """
         now = time.monotonic()
-        waiting = [i for i, t in self._not_before.items() if t > now]
+        waiting = {i for i, t in self._not_before.items() if t > now}
         if self.pending <= len(waiting):  # nothing queued, or only what waits: no store visit
             return 0
-        with self.ws.store.connect() as con:
-            rows = con.execute(
-                "SELECT id, source, event_id, body FROM event_intake WHERE state = ? "
-                "AND NOT list_contains(?::BIGINT[], id) ORDER BY id LIMIT ?",
-                [QUEUED, waiting, self.batch],
-            ).fetchall()
-        if not rows:
-            return 0
-        self._touch()
+        self._touch()  # held from here to the end of the micro-batch (only we let go)
+        hold = self._hold()
+        if hold != self._queue_hold:  # another process may have used the store meanwhile
+            self._load_queue(hold)
+        with self._lock:
+            todo = (r for i, r in self._queue.items() if i not in waiting)
+            rows = list(itertools.islice(todo, self.batch))
         fresh = [r for r in rows if r[0] not in self._suspects]
         groups = ([fresh] if fresh else []) + [[r] for r in rows if r[0] in self._suspects]
         for group in groups:
-            self._notify(group)
+            self._notify(group, hold)
         return len(rows)
 
-    def _notify(self, rows: list[tuple[int, str, str, str]]) -> None:
+    def _notify(self, rows: list[_Row], hold: int) -> None:
         """Notify some queued rows and record their outcomes (a poison event: see above)."""
         intakes = [
             intake(_for_pipeline(source, body), f"http #{n}")
@@ -629,7 +674,7 @@ class IntakeQueue:
                 )  # fmt: skip
 
         try:
-            results = self._batcher.notify(intakes, record)
+            results = self._batcher.notify(intakes, record, held=hold)
         except StoreBusyError:
             raise  # the store, not the events: the rows stay queued
         except Exception as exc:
@@ -643,9 +688,9 @@ class IntakeQueue:
             self._suspects.pop(row_id, None)
             self._not_before.pop(row_id, None)
             with self._lock:
-                self.pending = max(0, self.pending - 1)
+                self._queue.pop(row_id, None)
 
-    def _failed(self, rows: list[tuple[int, str, str, str]], exc: Exception) -> None:
+    def _failed(self, rows: list[_Row], exc: Exception) -> None:
         now = time.monotonic()
         reason = _reason(exc)
         if len(rows) > 1:
@@ -663,7 +708,7 @@ class IntakeQueue:
             self._not_before[row_id] = now + min(RETRY_MAX, RETRY_FIRST * 2 ** (s.attempts - 1))
             return
         why = f"could not be processed: {reason}"
-        with self.ws.store.transaction() as con:
+        with self.ws.store.transaction(config=False) as con:
             con.execute(
                 "UPDATE event_intake SET state = 'done', status = 'error', result = ?, "
                 "done_at = ? WHERE id = ? AND state = ?",
@@ -672,7 +717,7 @@ class IntakeQueue:
         del self._suspects[row_id]
         self._not_before.pop(row_id, None)
         with self._lock:
-            self.pending = max(0, self.pending - 1)
+            self._queue.pop(row_id, None)
         log.error(
             "intake: event %s of source %s marked error after %d attempts: %s",
             event_id, source, s.attempts, reason,
@@ -704,8 +749,8 @@ def _statuses(con: Any, keys: list[tuple[str, str | None]]) -> dict[tuple[str, s
 
 def _insert(
     con: Any, rows: list[tuple[str, str, str]], now: datetime, *, skip_known: bool
-) -> list[tuple[str, str]]:
-    """Queue new events (source, event id, JSON); the (source, id) of those inserted.
+) -> list[_Row]:
+    """Queue new events (source, event id, JSON); the rows inserted.
 
     An id the intake knows already is skipped with ``skip_known``; without it, it raises
     ``duckdb.ConstraintException``.
@@ -714,11 +759,11 @@ def _insert(
         return []
     conflict = " ON CONFLICT DO NOTHING" if skip_known else ""
     return [
-        (src, eid)
-        for src, eid in con.execute(
+        (int(row_id), src, eid, body)
+        for row_id, src, eid, body in con.execute(
             "INSERT INTO event_intake (source, event_id, body, received_at, state) "
             "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, ?"
-            f"{conflict} RETURNING source, event_id",
+            f"{conflict} RETURNING id, source, event_id, body",
             [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now, QUEUED],
         ).fetchall()
     ]

@@ -11,9 +11,12 @@ times a second, so ``MicroBatcher`` keeps, from one micro-batch to the next:
 
 and visits the store twice per micro-batch, one transaction each: before sending (the
 claims, the delivery keys already sent) and after (the journals folded, the events
-recorded, the caller's own rows). What it keeps is checked at each micro-batch against
-a fingerprint of the tables it came from (accounts, templates, rules, the role
-directory, settings); after any change they are loaded again and new sessions opened.
+recorded, the caller's own rows). What it keeps is checked against a fingerprint of the
+tables it came from (accounts, templates, rules, the role directory, settings); after
+any change they are loaded again and new sessions opened. The check runs at each
+micro-batch, or, for a caller that holds the store open (``notify(held=...)``), once
+per hold and after each edit this process commits (``store.database.config_edits``):
+no other process can edit them while the file is held.
 
 It is the same pipeline as ``notify``: the same keys, claims, log, archive and events
 table, and the same results (``EventResult``) for the same events.
@@ -41,6 +44,7 @@ from sysmail_ops.records import sendlog
 from sysmail_ops.sending.delivery import Delivery
 from sysmail_ops.sending.engine import SendOptions
 from sysmail_ops.sending.session import IDLE_CLOSE, Session
+from sysmail_ops.store.database import config_edits
 
 __all__ = ["FINGERPRINT", "MicroBatcher"]
 
@@ -72,6 +76,8 @@ class MicroBatcher:
         self._sessions: dict[_Key, Session] = {}
         self._unfolded: list[Session] = []  # a micro-batch whose fold has not committed yet
         self._orphans_at = 0.0
+        self._held: object = None  # the caller's hold of the store at the last call
+        self._edits = -1  # config_edits() when the fingerprint was last taken
 
     @property
     def connections(self) -> int:
@@ -82,28 +88,35 @@ class MicroBatcher:
         self,
         intakes: Sequence[Intake],
         record: Callable[[Any, list[EventResult | None]], None] | None = None,
+        *,
+        held: object = None,
     ) -> list[EventResult | None]:
         """Notify ``intakes`` as ``notify_many`` would; one result each, in order.
 
         An event another process is sending right now (its claim) is left alone: its
         result is None, for the caller to offer again later. ``record(con, results)``
-        writes the caller's own rows on the transaction that records the events.
+        writes the caller's own rows on the transaction that records the events (no
+        configuration). ``held``: the caller holds the store open for the whole call and
+        names that hold (the same value while it lasts), so the configuration is looked
+        at only when a hold begins or this process has edited it since (see the module).
         Raises only what is no event's fault (the store busy) or unexpected.
         """
-        if time.monotonic() - self._orphans_at > ORPHANS_EVERY:
+        new_hold = held is None or held != self._held
+        if new_hold or time.monotonic() - self._orphans_at > ORPHANS_EVERY:
             sendlog.fold_orphans(self.ws)  # a dead process's sends, before the lookup
             self._orphans_at = time.monotonic()
         results: list[EventResult | None] = []
-        with self.ws.store.transaction() as con:  # before sending: one visit
+        with self.ws.store.transaction(config=False) as con:  # before sending: one visit
             self._fold(con)
-            self._refresh(con)
+            self._refresh(con, look=new_hold or config_edits() != self._edits)
+            self._held = held  # looked at in this hold
             groups = self._plan(intakes, results)
             ids = sorted({_id(results, n) for items in groups.values() for n, _, _ in items})
-            claims, held = claim(con, ids, partial=True)
+            claims, elsewhere = claim(con, ids, partial=True)
             for items in groups.values():
-                items[:] = [p for p in items if _id(results, p[0]) not in held]
+                items[:] = [p for p in items if _id(results, p[0]) not in elsewhere]
             for n, res in enumerate(results):
-                if res is not None and res.event_id in held:
+                if res is not None and res.event_id in elsewhere:
                     results[n] = None
             keys = [d.key for items in groups.values() for _, _, d in items if d.key]
             delivered = sendlog.delivered(self.ws, keys, con=con)
@@ -119,14 +132,14 @@ class MicroBatcher:
                 s.abandon()
             self._sessions.clear()
             try:
-                with self.ws.store.transaction() as con:
+                with self.ws.store.transaction(config=False) as con:
                     self._fold(con)
                     release(con, claims)
                 self._finish_folded()
             except Exception:  # noqa: S110 - folded at the next visit; our claims lapse
                 pass
             raise
-        with self.ws.store.transaction() as con:  # after sending: one visit
+        with self.ws.store.transaction(config=False) as con:  # after sending: one visit
             self._fold(con)
             release(con, claims)
             done = [(i, r) for i, r in zip(intakes, results, strict=True) if r is not None]
@@ -155,8 +168,12 @@ class MicroBatcher:
 
     # -- the steps -----------------------------------------------------------------------
 
-    def _refresh(self, con: Any) -> None:
-        """Load the rules again, and open new sessions, when the configuration changed."""
+    def _refresh(self, con: Any, *, look: bool) -> None:
+        """Load the rules again, and open new sessions, when the configuration changed
+        (``look``: it may have; else what is kept is known current)."""
+        if self._notifier is not None and not look:
+            return
+        self._edits = config_edits()  # before the query: an edit committed after it counts
         fingerprint = con.execute(FINGERPRINT).fetchone()
         if self._notifier is not None and fingerprint == self._fingerprint:
             return

@@ -35,6 +35,24 @@ DEFAULT_LOCK_WAIT = 30.0
 _HOLDER = re.compile(r"held in (?P<prog>\S+) \(PID (?P<pid>\d+)\)")
 
 
+# Transactions committed in this process, on any store, that may have edited the configuration
+# (all but those opened with ``config=False``): what a reader kept of it is stale once
+# this moves (``flows.microbatch``). Another process's edits need the file, so a reader
+# holding it open learns of them when its hold begins.
+_config_edits = 0
+_edits_lock = threading.Lock()
+
+
+def _edited() -> None:
+    global _config_edits
+    with _edits_lock:
+        _config_edits += 1
+
+
+def config_edits() -> int:
+    return _config_edits
+
+
 def utcnow() -> datetime:
     """Now, as the naive UTC timestamp the store keeps."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -106,13 +124,17 @@ class Store:
                 con.close()
 
     @contextmanager
-    def transaction(self, *, beside: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(
+        self, *, beside: bool = False, config: bool = True
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside BEGIN ... COMMIT; rolled back on any error.
 
         The transactions of one process's threads go one at a time, unless ``beside``:
         DuckDB runs it beside another thread's (each sees its own snapshot), for a writer
         whose rows no other thread writes (``serve``'s intake records new events while its
         worker writes the log); a conflict would raise ``duckdb.TransactionException``.
+        ``config=False``: the caller writes none of the configuration (accounts, templates,
+        rules, role directory, settings), so its commit leaves ``config_edits()`` alone.
         """
         with contextlib.nullcontext() if beside else self._write_lock, self.connect() as con:
             con.begin()
@@ -122,6 +144,8 @@ class Store:
                 con.rollback()
                 raise
             con.commit()
+            if config:
+                _edited()
 
     def migrate(self) -> list[int]:
         """Apply the numbered migrations not yet recorded. Returns the versions applied."""

@@ -6,8 +6,11 @@ A real ``serve`` (in a thread), a real store and the aiosmtpd test server, as in
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,3 +256,36 @@ def test_a_session_archives_and_queues_for_retry_as_every_send_does(
     assert raw == smtp_server.messages[0].raw
     queued = retry.list_deferred(ws)
     assert [q["delivery_key"] for q in queued] == ["event:erp/A-2:rule:applicant:p-A-2@example.com"]
+
+
+def test_what_another_process_did_while_the_store_was_let_go_is_seen_at_the_next_hold(
+    ws: Workspace, served: Served, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within a hold the worker keeps the queued rows and the configuration in memory (no
+    other process can open the file); a hold that begins reads them again. Here another
+    process edits the template and queues an event (as a second ``serve`` would) while
+    the intake has let the file go: the next micro-batch sees both."""
+    monkeypatch.setattr(intake, "IDLE_RELEASE", 0.2)
+    served.post(event("H-1"))
+    assert served.wait("H-1")["status"] == "notified"
+    deadline = time.monotonic() + 20
+    while served.queue._held is not None:  # let go after IDLE_RELEASE without traffic
+        assert time.monotonic() < deadline, "the intake did not let the store go"
+        time.sleep(0.05)
+    cli = [sys.executable, "-m", "sysmail_ops", "--home", str(ws.home)]
+    subprocess.run(
+        [*cli, "templates", "edit", "granted", "--subject", "Granted: {{ request }}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    other = (
+        "import sys, json; from sysmail_ops.config.workspace import Workspace; "
+        "from sysmail_ops.flows import intake; "
+        "intake.IntakeQueue(Workspace.open(sys.argv[1])).accept('erp', sys.argv[2].encode())"
+    )
+    body = json.dumps(event("H-2"))
+    subprocess.run([sys.executable, "-c", other, str(ws.home), body], check=True, timeout=60)
+    served.post(event("H-3"))  # a new hold: the worker reads the queue and the rules again
+    assert served.wait("H-3")["status"] == "notified"
+    assert served.wait("H-2")["status"] == "notified"
+    subjects = sorted(str(m.message["Subject"]) for m in smtp_server.messages)
+    assert subjects == ["Approved: H-1", "Granted: H-2", "Granted: H-3"]
