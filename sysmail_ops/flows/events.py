@@ -274,6 +274,59 @@ def record_events(con: Any, intakes: list[Intake], results: list[EventResult]) -
 
 
 # --- claims: one process sends an event at a time ------------------------------------------
+#
+# A claim is a 'sending' row of workflow_events, seen by every process. A caller that holds
+# the store open (``serve``'s worker) may claim in memory instead (``claim_in_memory``):
+# while it holds the file no other process can open it to look, so only this process's
+# other threads need to see the claim, and ``claim`` does (``_unwritten``). Claim rows this
+# process writes are counted: a caller claiming in memory goes back to rows after one.
+
+_claims_lock = threading.Lock()
+_unwritten: dict[str, tuple[str, datetime]] = {}  # event id -> holder, since (no row)
+_rows_written = 0  # claims this process has written as rows
+
+
+def claim_rows_written() -> int:
+    return _rows_written
+
+
+def any_claims(con: Any) -> bool:
+    """Whether any event is claimed in the store, live or left by a dead process."""
+    return (
+        con.execute("SELECT 1 FROM workflow_events WHERE status = 'sending' LIMIT 1").fetchone()
+        is not None
+    )
+
+
+def claim_in_memory(
+    event_ids: Sequence[str], rows_written: int
+) -> tuple[list[str], dict[str, str]] | None:
+    """``claim`` without a row, for a caller that holds the store open (no other process
+    can open it) and found no claim in it when its hold began, ``rows_written`` being
+    ``claim_rows_written()`` then; the events claimed and those another thread holds.
+
+    None when this process has written claim rows since: the caller claims with rows.
+    """
+    now = utcnow()
+    with _claims_lock:
+        if _rows_written != rows_written:
+            return None
+        held: dict[str, str] = {}
+        mine: list[str] = []
+        for eid in sorted(set(event_ids)):
+            holder, at = _unwritten.get(eid, (me(), now))
+            if holder != me():
+                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
+            else:
+                _unwritten[eid] = (holder, at)
+                mine.append(eid)
+        return mine, held
+
+
+def release_in_memory(event_ids: Sequence[str]) -> None:
+    with _claims_lock:
+        for eid in event_ids:
+            _unwritten.pop(eid, None)
 
 
 def me() -> str:
@@ -303,32 +356,39 @@ def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[in
     lets one process at a time open the store, so this check and insert
     cannot interleave with another process's.
     """
+    global _rows_written
     wanted = sorted(set(event_ids))
     if not wanted:
         return [], {}
     now = utcnow()
-    rows = con.execute(
-        "SELECT id, event_id, error, received_at FROM workflow_events "
-        "WHERE status = 'sending' AND list_contains(?, event_id)",
-        [wanted],
-    ).fetchall()
-    held: dict[str, str] = {}
-    lapsed: list[int] = []  # left by a process that died mid-send: its sends are in the log
-    for row_id, eid, by, at in rows:
-        holder = (by or "").removeprefix(CLAIM)
-        if holder != me() and _live(holder, at, now):
-            held[eid] = f"{holder} since {at:%H:%M:%S}Z"
-        else:
-            lapsed.append(row_id)
-    mine = [eid for eid in wanted if eid not in held]
-    if not mine or (held and not partial):
-        return [], held
-    release(con, lapsed)
-    ids = con.execute(
-        "INSERT INTO workflow_events (event_id, received_at, status, matched_rules, error, sends)"
-        " SELECT unnest(?::VARCHAR[]), ?, 'sending', [], ?, '[]' RETURNING id",
-        [mine, now, CLAIM + me()],
-    ).fetchall()
+    with _claims_lock:
+        rows = con.execute(
+            "SELECT id, event_id, error, received_at FROM workflow_events "
+            "WHERE status = 'sending' AND list_contains(?, event_id)",
+            [wanted],
+        ).fetchall()
+        held: dict[str, str] = {}
+        lapsed: list[int] = []  # left by a process that died mid-send: its sends are in the log
+        for row_id, eid, by, at in rows:
+            holder = (by or "").removeprefix(CLAIM)
+            if holder != me() and _live(holder, at, now):
+                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
+            else:
+                lapsed.append(row_id)
+        for eid in wanted:  # claimed in memory by another thread of this process
+            holder, at = _unwritten.get(eid, (me(), now))
+            if holder != me():
+                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
+        mine = [eid for eid in wanted if eid not in held]
+        if not mine or (held and not partial):
+            return [], held
+        release(con, lapsed)
+        ids = con.execute(
+            "INSERT INTO workflow_events (event_id, received_at, status, matched_rules, "
+            "error, sends) SELECT unnest(?::VARCHAR[]), ?, 'sending', [], ?, '[]' RETURNING id",
+            [mine, now, CLAIM + me()],
+        ).fetchall()
+        _rows_written += 1
     return [int(r[0]) for r in ids], held
 
 

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sysmail_ops.config.workspace import Workspace
 from sysmail_ops.demo import approvals
 from sysmail_ops.errors import InUseError, NotFoundError, SysmailError, ValidationError
 from sysmail_ops.flows import events, notifications
+from sysmail_ops.flows.microbatch import MicroBatcher
 from sysmail_ops.records import archive, sendlog
 from sysmail_ops.sending.batch import SendOptions
 from sysmail_ops.templates import catalog as templates
@@ -565,6 +567,100 @@ def test_an_event_another_live_process_is_sending_waits_then_errors(
     assert len(smtp_server.messages) == 2
     statuses = [r["status"] for r in workflows.list_events(setup, limit=None)]
     assert statuses == ["notified", "notified", "error"]  # the lapsed claim row is gone
+
+
+def _claim_rows(ws: Workspace) -> list[str]:
+    with ws.store.connect() as con:
+        rows = con.execute(
+            "SELECT event_id FROM workflow_events WHERE status = 'sending' ORDER BY event_id"
+        )
+        return [r[0] for r in rows.fetchall()]
+
+
+def _while_sending(monkeypatch: pytest.MonkeyPatch, look: Any) -> list[Any]:
+    """Calls ``look()`` in another thread while a session sends; what it returned."""
+    from sysmail_ops.sending.session import Session
+
+    seen: list[Any] = []
+    send = Session.send
+
+    def sending(self: Session, *args: Any, **kw: Any) -> None:
+        t = threading.Thread(target=lambda: seen.append(look()))
+        t.start()
+        t.join()
+        send(self, *args, **kw)
+
+    monkeypatch.setattr(Session, "send", sending)
+    return seen
+
+
+def test_a_batcher_holding_the_store_claims_in_memory_and_other_threads_see_it(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No other process can open a held store: the worker's claims need no row, but a
+    ``notify`` in another thread of the process must still leave the event alone."""
+    rule(setup, "travel-approved")
+    monkeypatch.setattr(notifications, "CLAIM_WAIT", 0.2)
+    seen = _while_sending(
+        monkeypatch,
+        lambda: (_claim_rows(setup), workflows.notify(setup, event("A"), options=FAST)),
+    )
+    batcher = MicroBatcher(setup, FAST)
+    try:
+        with setup.store.connect():  # the hold
+            [res] = batcher.notify([events.intake(event("A"), "test")], held=1)
+    finally:
+        batcher.close()
+    assert res is not None and res.status == "notified"
+    [(rows, other)] = seen
+    assert rows == []  # claimed in memory
+    assert other.status == "error" and "being sent by" in (other.error or "")
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_hold_that_begins_with_a_claim_in_the_store_claims_with_rows(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule(setup, "travel-approved")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    seen = _while_sending(monkeypatch, lambda: _claim_rows(setup))
+    batcher = MicroBatcher(setup, FAST)
+    try:
+        with setup.store.transaction() as con:
+            con.execute(
+                "INSERT INTO workflow_events (event_id, received_at, status, matched_rules,"
+                " error, sends) VALUES ('held', now()::TIMESTAMP, 'sending', [], ?, '[]')",
+                [events.CLAIM + f"{socket.gethostname()}:{holder.pid}:1"],
+            )
+        with setup.store.connect():
+            got = batcher.notify([events.intake(event(e), "test") for e in ("held", "B")], held=1)
+    finally:
+        batcher.close()
+        holder.kill()
+        holder.wait()
+    assert got[0] is None  # another live process is sending it: offered again later
+    assert got[1] is not None and got[1].status == "notified"
+    assert seen == [["B", "held"]]  # B was claimed with a row
+    assert _claim_rows(setup) == ["held"]
+
+
+def test_claim_rows_from_another_thread_send_the_batcher_back_to_rows(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule(setup, "travel-approved")
+    seen = _while_sending(monkeypatch, lambda: _claim_rows(setup))
+    batcher = MicroBatcher(setup, FAST)
+    try:
+        with setup.store.connect():
+            batcher.notify([events.intake(event("C-1"), "test")], held=1)
+            workflows.notify(setup, event("other"), options=FAST)  # wrote claim rows
+            batcher.notify([events.intake(event("C-2"), "test")], held=1)
+            batcher.notify([events.intake(event("C-3"), "test")], held=2)  # a new hold
+    finally:
+        batcher.close()
+    # in memory, then rows until that hold ended, then in memory again
+    assert seen == [[], ["C-2"], []]
+    assert _claim_rows(setup) == []
 
 
 def test_the_same_events_from_two_processes_at_once_mail_each_person_once(
