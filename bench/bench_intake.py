@@ -97,7 +97,10 @@ def call(port: int, token: str, method: str, path: str, body: str | None = None)
     try:
         conn.request(method, path, body, {"Authorization": f"Bearer {token}"})
         resp = conn.getresponse()
-        data = json.loads(resp.read() or b"null")
+        raw = resp.read()
+        if resp.status in (429, 503):  # backpressure (a 503 over the connection limit is
+            return 0 if method == "GET" else resp.status  # an HTML page): asked again
+        data = json.loads(raw or b"null")
         if method == "GET":
             return 1 if data.get("status") != "queued" else 0
         return resp.status

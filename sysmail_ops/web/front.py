@@ -439,7 +439,10 @@ def main() -> None:
     )
 
     def owner_gone() -> None:
-        sys.stdin.buffer.read()  # returns at the end of stdin: the owner closed it, or died
+        # The raw descriptor, not sys.stdin's buffered reader: a daemon thread blocked in
+        # that holds its lock, and Python aborts at exit ("could not acquire lock").
+        while os.read(sys.stdin.fileno(), 4096):
+            pass  # the end of stdin: the owner closed it, or died
         os._exit(0)
 
     threading.Thread(target=owner_gone, name="owner-watch", daemon=True).start()
