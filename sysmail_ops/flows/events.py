@@ -290,36 +290,40 @@ def claim_rows_written() -> int:
     return _rows_written
 
 
-def any_claims(con: Any) -> bool:
-    """Whether any event is claimed in the store, live or left by a dead process."""
-    return (
-        con.execute("SELECT 1 FROM workflow_events WHERE status = 'sending' LIMIT 1").fetchone()
-        is not None
-    )
+def lapsed_claims(con: Any) -> dict[str, list[int]] | None:
+    """The claim rows in the store, by event id, when none is held by a live process
+    (another thread of this one counts as live): rows left by processes that died
+    mid-send, to be released as their events are claimed again. None when one is."""
+    now = utcnow()
+    lapsed: dict[str, list[int]] = {}
+    for row_id, eid, by, at in con.execute(
+        "SELECT id, event_id, error, received_at FROM workflow_events WHERE status = 'sending'"
+    ).fetchall():
+        holder = (by or "").removeprefix(CLAIM)
+        if holder != me() and _live(holder, at, now):
+            return None
+        lapsed.setdefault(eid, []).append(row_id)
+    return lapsed
 
 
 def claim_in_memory(
     event_ids: Sequence[str], rows_written: int
 ) -> tuple[list[str], dict[str, str]] | None:
     """``claim`` without a row, for a caller that holds the store open (no other process
-    can open it) and found no claim in it when its hold began, ``rows_written`` being
-    ``claim_rows_written()`` then; the events claimed and those another thread holds.
-
-    None when this process has written claim rows since: the caller claims with rows.
+    can open it) and found no live claim in it when its hold began, ``rows_written``
+    being ``claim_rows_written()`` then; the events claimed and those another thread
+    holds. None when this process has written claim rows since: the caller claims with
+    rows. The caller releases what the store held for the events (``lapsed_claims``).
     """
     now = utcnow()
     with _claims_lock:
         if _rows_written != rows_written:
             return None
-        held: dict[str, str] = {}
-        mine: list[str] = []
-        for eid in sorted(set(event_ids)):
-            holder, at = _unwritten.get(eid, (me(), now))
-            if holder != me():
-                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
-            else:
-                _unwritten[eid] = (holder, at)
-                mine.append(eid)
+        wanted = sorted(set(event_ids))
+        held = _held_in_memory(wanted)
+        mine = [eid for eid in wanted if eid not in held]
+        for eid in mine:
+            _unwritten.setdefault(eid, (me(), now))
         return mine, held
 
 
@@ -327,6 +331,20 @@ def release_in_memory(event_ids: Sequence[str]) -> None:
     with _claims_lock:
         for eid in event_ids:
             _unwritten.pop(eid, None)
+
+
+def _held_in_memory(wanted: Sequence[str]) -> dict[str, str]:
+    """Of ``wanted``, the events another thread of this process claimed in memory."""
+    held = {}
+    for eid in wanted:
+        claimed = _unwritten.get(eid)
+        if claimed is not None and claimed[0] != me():
+            held[eid] = _held_by(*claimed)
+    return held
+
+
+def _held_by(holder: str, since: datetime) -> str:
+    return f"{holder} since {since:%H:%M:%S}Z"
 
 
 def me() -> str:
@@ -349,7 +367,8 @@ def _live(claimed_by: str, claimed_at: datetime, now: datetime) -> bool:
 
 
 def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[int], dict[str, str]]:
-    """Mark events as being sent by this process, unless a live process already is.
+    """Mark events as being sent by this thread, unless a live process (or another thread
+    of this one, with a row or in memory) already is.
 
     Returns the claim rows' ids and, for each event held elsewhere, who holds
     it; with ``partial=False`` nothing is claimed while any is held. DuckDB
@@ -367,18 +386,14 @@ def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[in
             "WHERE status = 'sending' AND list_contains(?, event_id)",
             [wanted],
         ).fetchall()
-        held: dict[str, str] = {}
+        held = _held_in_memory(wanted)
         lapsed: list[int] = []  # left by a process that died mid-send: its sends are in the log
         for row_id, eid, by, at in rows:
             holder = (by or "").removeprefix(CLAIM)
             if holder != me() and _live(holder, at, now):
-                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
+                held[eid] = _held_by(holder, at)
             else:
                 lapsed.append(row_id)
-        for eid in wanted:  # claimed in memory by another thread of this process
-            holder, at = _unwritten.get(eid, (me(), now))
-            if holder != me():
-                held[eid] = f"{holder} since {at:%H:%M:%S}Z"
         mine = [eid for eid in wanted if eid not in held]
         if not mine or (held and not partial):
             return [], held

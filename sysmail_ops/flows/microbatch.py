@@ -34,10 +34,10 @@ from sysmail_ops.flows.events import (
     EventResult,
     Intake,
     SendStatus,
-    any_claims,
     claim,
     claim_in_memory,
     claim_rows_written,
+    lapsed_claims,
     record_events,
     release,
     release_in_memory,
@@ -85,6 +85,7 @@ class MicroBatcher:
         # Claims in memory in this hold (see events): claim_rows_written() when it began,
         # or None when claims are rows (no hold, or claims in the store when it began).
         self._rows_written: int | None = None
+        self._lapsed: dict[str, list[int]] = {}  # claim rows of dead processes, by event
 
     @property
     def connections(self) -> int:
@@ -109,27 +110,38 @@ class MicroBatcher:
         Raises only what is no event's fault (the store busy) or unexpected.
         """
         new_hold = held is None or held != self._held
-        if new_hold or time.monotonic() - self._orphans_at > ORPHANS_EVERY:
+        begun = held is not None and held != self._held  # another process may have been here
+        if begun or time.monotonic() - self._orphans_at > ORPHANS_EVERY:
             sendlog.fold_orphans(self.ws)  # a dead process's sends, before the lookup
             self._orphans_at = time.monotonic()
         results: list[EventResult | None] = []
-        with self.ws.store.transaction(config=False) as con:  # before sending: one visit
-            self._fold(con)
-            self._refresh(con, look=new_hold or config_edits() != self._edits)
-            if new_hold:
-                written = claim_rows_written()  # before the look: a row written after counts
-                self._rows_written = None if held is None or any_claims(con) else written
-            self._held = held  # looked at in this hold
-            groups = self._plan(intakes, results)
-            ids = sorted({_id(results, n) for items in groups.values() for n, _, _ in items})
-            claims, in_memory, elsewhere = self._claim(con, ids)
-            for items in groups.values():
-                items[:] = [p for p in items if _id(results, p[0]) not in elsewhere]
-            for n, res in enumerate(results):
-                if res is not None and res.event_id in elsewhere:
-                    results[n] = None
-            keys = [d.key for items in groups.values() for _, _, d in items if d.key]
-            delivered = sendlog.delivered(self.ws, keys, con=con)
+        edits, written = config_edits(), claim_rows_written()  # before the snapshot
+        in_memory: list[str] = []
+        try:
+            with self.ws.store.transaction(config=False) as con:  # before sending: one visit
+                self._fold(con)
+                if new_hold or edits != self._edits or self._notifier is None:
+                    self._refresh(con)
+                    self._edits = edits  # an edit committed after the count is seen next time
+                if new_hold:
+                    lapsed = None if held is None else lapsed_claims(con)
+                    self._rows_written = None if lapsed is None else written
+                    self._lapsed = lapsed or {}
+                self._held = held  # looked at in this hold
+                groups = self._plan(intakes, results)
+                ids = sorted({_id(results, n) for items in groups.values() for n, _, _ in items})
+                claims, in_memory, elsewhere = self._claim(con, ids)
+                for items in groups.values():
+                    items[:] = [p for p in items if _id(results, p[0]) not in elsewhere]
+                for n, res in enumerate(results):
+                    if res is not None and res.event_id in elsewhere:
+                        results[n] = None
+                keys = [d.key for items in groups.values() for _, _, d in items if d.key]
+                delivered = sendlog.delivered(self.ws, keys, con=con)
+        except BaseException:
+            release_in_memory(in_memory)  # as claim rows roll back with the transaction
+            self._held = None  # what it looked at may have rolled back: look again
+            raise
         self._finish_folded()
         try:
             for key, items in groups.items():
@@ -147,8 +159,8 @@ class MicroBatcher:
                     release(con, claims)
                 self._finish_folded()
                 release_in_memory(in_memory)
-            except Exception:  # noqa: S110 - folded at the next visit; our claims lapse
-                pass
+            except Exception:  # noqa: S110 - folded at the next visit; our claims stay ours
+                pass  # until this thread claims these events again
             raise
         with self.ws.store.transaction(config=False) as con:  # after sending: one visit
             self._fold(con)
@@ -192,17 +204,19 @@ class MicroBatcher:
         if self._rows_written is not None:
             got = claim_in_memory(ids, self._rows_written)
             if got is not None:
-                return [], *got
+                mine, elsewhere = got
+                try:
+                    release(con, [r for eid in mine for r in self._lapsed.pop(eid, [])])
+                except BaseException:
+                    release_in_memory(mine)
+                    raise
+                return [], mine, elsewhere
             self._rows_written = None  # rows until the hold ends
         claims, elsewhere = claim(con, ids, partial=True)
         return claims, [], elsewhere
 
-    def _refresh(self, con: Any, *, look: bool) -> None:
-        """Load the rules again, and open new sessions, when the configuration changed
-        (``look``: it may have; else what is kept is known current)."""
-        if self._notifier is not None and not look:
-            return
-        self._edits = config_edits()  # before the query: an edit committed after it counts
+    def _refresh(self, con: Any) -> None:
+        """Load the rules again, and open new sessions, when the configuration changed."""
         fingerprint = con.execute(FINGERPRINT).fetchone()
         if self._notifier is not None and fingerprint == self._fingerprint:
             return

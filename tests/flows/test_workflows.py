@@ -653,7 +653,11 @@ def test_claim_rows_from_another_thread_send_the_batcher_back_to_rows(
     try:
         with setup.store.connect():
             batcher.notify([events.intake(event("C-1"), "test")], held=1)
-            workflows.notify(setup, event("other"), options=FAST)  # wrote claim rows
+            other = threading.Thread(  # a claim row written by another thread
+                target=workflows.notify, args=(setup, event("other")), kwargs={"options": FAST}
+            )
+            other.start()
+            other.join()
             batcher.notify([events.intake(event("C-2"), "test")], held=1)
             batcher.notify([events.intake(event("C-3"), "test")], held=2)  # a new hold
     finally:
@@ -661,6 +665,61 @@ def test_claim_rows_from_another_thread_send_the_batcher_back_to_rows(
     # in memory, then rows until that hold ended, then in memory again
     assert seen == [[], ["C-2"], []]
     assert _claim_rows(setup) == []
+
+
+def test_a_hold_releases_the_claims_of_dead_processes_as_it_claims_their_events(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim left by a killed process does not keep the batcher on claim rows; the
+    event is sent and recorded once, its old claim row gone."""
+    rule(setup, "travel-approved")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with setup.store.transaction() as con:
+        con.execute(
+            "INSERT INTO workflow_events (event_id, received_at, status, matched_rules,"
+            " error, sends) VALUES ('L-1', now()::TIMESTAMP, 'sending', [], ?, '[]')",
+            [events.CLAIM + f"{socket.gethostname()}:{dead.pid}:1"],
+        )
+    seen = _while_sending(monkeypatch, lambda: _claim_rows(setup))
+    batcher = MicroBatcher(setup, FAST)
+    try:
+        with setup.store.connect():
+            [res] = batcher.notify([events.intake(event("L-1"), "test")], held=1)
+    finally:
+        batcher.close()
+    assert res is not None and res.status == "notified"
+    assert seen == [[]]  # claimed in memory, the dead process's row released with it
+    rows = workflows.list_events(setup, event_id="L-1", limit=None)
+    assert [r["status"] for r in rows] == ["notified"]
+
+
+def test_a_failed_store_visit_lets_go_of_the_claims_in_memory(
+    setup: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule(setup, "travel-approved")
+    monkeypatch.setattr(notifications, "CLAIM_WAIT", 0.3)
+    batcher = MicroBatcher(setup, FAST)
+
+    def broken(*args: Any, **kw: Any) -> set[tuple[str, str]]:
+        raise RuntimeError("the disk is full")
+
+    try:
+        with setup.store.connect():
+            with monkeypatch.context() as m:
+                m.setattr(sendlog, "delivered", broken)
+                with pytest.raises(RuntimeError):
+                    batcher.notify([events.intake(event("F-1"), "test")], held=1)
+            got: list[workflows.EventResult] = []
+            other = threading.Thread(  # as a claim row would have, the claim rolled back
+                target=lambda: got.append(workflows.notify(setup, event("F-1"), options=FAST))
+            )
+            other.start()
+            other.join()
+    finally:
+        batcher.close()
+    assert [r.status for r in got] == ["notified"]
+    assert len(smtp_server.messages) == 1
 
 
 def test_the_same_events_from_two_processes_at_once_mail_each_person_once(

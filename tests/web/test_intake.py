@@ -152,7 +152,7 @@ def test_one_event_is_accepted_durably_then_notified_and_a_redelivery_is_not_mai
 
 
 def test_a_group_with_a_known_id_records_the_new_ones_once(
-    ws: Workspace, smtp_server: SMTPTestServer
+    ws: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Posts committed together, one of them redelivering a recorded id: the group's
     plain INSERT fails on it and the group goes in again skipping known ids."""
@@ -166,8 +166,17 @@ def test_a_group_with_a_known_id_records_the_new_ones_once(
         assert len(fresh) == len(answers)
         return intake.Post("erp", fresh, intake.token_hash(token))
 
+    inserts: list[bool] = []
+    insert = intake._insert
+
+    def spy(*args: Any, skip_known: bool) -> Any:
+        inserts.append(skip_known)
+        return insert(*args, skip_known=skip_known)
+
+    monkeypatch.setattr(intake, "_insert", spy)
     posts = [post(event("K-2")), post(event("K-3"), event("K-1")), post(event("K-2"))]
     assert queue.commit_posts(posts) == [None, None, None]
+    assert inserts == [False, True]  # a plain INSERT, then again skipping known ids
     answers = [(got.id, got.status, got.redelivered) for p in posts for got, _ in p.fresh]
     assert answers == [
         ("K-2", "queued", False),
