@@ -27,7 +27,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +72,7 @@ RETRY_MAX = 30.0  # ... up to this
 HELD_RETRY = 1.0  # seconds before an event another process is sending is looked at again
 MAX_ID = 150  # an event id's length within its source (the pipeline sees SOURCE/ID)
 IDLE_RELEASE = 2.0  # seconds without traffic after which the store file is let go
+QUEUE_MEMORY = 64 * 2**20  # characters of queued bodies kept in memory; past it, read again
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 QUEUED = "queued"
 _Row = tuple[int, str, str, str]  # a queued event: its row id, source, event id, JSON body
@@ -295,8 +296,11 @@ class IntakeQueue:
         self._suspects: dict[int, _Suspect] = {}  # rows of a failed micro-batch, tried alone
         self._not_before: dict[int, float] = {}  # rows waiting out a backoff (monotonic time)
         self._last_success = 0.0  # when a micro-batch last went through (monotonic time)
-        # The queued rows (id -> row), in the order accepted, as of the hold ``_queue_hold``.
-        self._queue: dict[int, _Row] = {}
+        # The queued rows (id -> row), in the order accepted, as of the hold ``_queue_hold``;
+        # past QUEUE_MEMORY bytes of bodies a row is kept without its body (None), read
+        # from the store when its micro-batch comes.
+        self._queue: dict[int, tuple[int, str, str, str | None]] = {}
+        self._queue_bytes = 0
         self._queue_hold = -1
         self._load_queue(self._hold_count)
 
@@ -315,16 +319,55 @@ class IntakeQueue:
         with self._leader:
             with self.ws.store.connect() as con:
                 rows = con.execute(
-                    "SELECT id, source, event_id, body FROM event_intake WHERE state = ? "
-                    "ORDER BY id",
-                    [QUEUED],
+                    "SELECT id, source, event_id, CASE WHEN sum(length(body)) OVER (ORDER BY id)"
+                    " <= ? THEN body END FROM event_intake WHERE state = ? ORDER BY id",
+                    [QUEUE_MEMORY, QUEUED],
                 ).fetchall()
             with self._lock:
-                self._queue = {r[0]: r for r in rows}
+                self._queue, self._queue_bytes = {}, 0
+                self._keep(rows)
                 self._queue_hold = hold
                 for gone in (self._suspects.keys() | self._not_before.keys()) - self._queue.keys():
                     self._suspects.pop(gone, None)
                     self._not_before.pop(gone, None)
+
+    def _keep(self, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
+        """Queue rows in memory (the caller holds ``_lock``), bodies within QUEUE_MEMORY."""
+        for row_id, src, eid, body in rows:
+            if body is not None and self._queue_bytes + len(body) <= QUEUE_MEMORY:
+                self._queue_bytes += len(body)
+            else:
+                body = None
+            self._queue[row_id] = (row_id, src, eid, body)
+
+    def _with_bodies(self, rows: list[tuple[int, str, str, str | None]]) -> list[_Row]:
+        """The rows with their bodies: those kept without one are read from the store."""
+        missing = [r[0] for r in rows if r[3] is None]
+        bodies: dict[int, str] = {}
+        if missing:
+            with self.ws.store.connect() as con:
+                bodies = dict(
+                    con.execute(
+                        "SELECT id, body FROM event_intake WHERE state = ? "
+                        "AND list_contains(?, id)",
+                        [QUEUED, missing],
+                    ).fetchall()
+                )
+        out: list[_Row] = []
+        for row_id, src, eid, body in rows:
+            body = body if body is not None else bodies.get(row_id)
+            if body is None:  # no longer queued in the store
+                self._drop(row_id)
+            else:
+                out.append((row_id, src, eid, body))
+        return out
+
+    def _drop(self, row_id: int) -> None:
+        """The row is no longer queued."""
+        with self._lock:
+            row = self._queue.pop(row_id, None)
+            if row is not None and row[3] is not None:
+                self._queue_bytes -= len(row[3])
 
     def _hold(self) -> int:
         with self._hold_lock:
@@ -450,7 +493,7 @@ class IntakeQueue:
                 log.info("intake: recording posts met a conflict (%s); again, alone", exc)
                 added = self._record(group, beside=False, known=True)
             with self._lock:  # committed: the worker may take them
-                self._queue.update((r[0], r) for r in added)
+                self._keep(added)
         except BaseException as exc:
             for p in group:
                 p.error = p.error or exc
@@ -640,7 +683,8 @@ class IntakeQueue:
             self._load_queue(hold)
         with self._lock:
             todo = (r for i, r in self._queue.items() if i not in waiting)
-            rows = list(itertools.islice(todo, self.batch))
+            kept = list(itertools.islice(todo, self.batch))
+        rows = self._with_bodies(kept)
         fresh = [r for r in rows if r[0] not in self._suspects]
         groups = ([fresh] if fresh else []) + [[r] for r in rows if r[0] in self._suspects]
         for group in groups:
@@ -681,8 +725,7 @@ class IntakeQueue:
                 continue
             self._suspects.pop(row_id, None)
             self._not_before.pop(row_id, None)
-            with self._lock:
-                self._queue.pop(row_id, None)
+            self._drop(row_id)
 
     def _failed(self, rows: list[_Row], exc: Exception) -> None:
         now = time.monotonic()
@@ -710,8 +753,7 @@ class IntakeQueue:
             )
         del self._suspects[row_id]
         self._not_before.pop(row_id, None)
-        with self._lock:
-            self._queue.pop(row_id, None)
+        self._drop(row_id)
         log.error(
             "intake: event %s of source %s marked error after %d attempts: %s",
             event_id, source, s.attempts, reason,

@@ -289,3 +289,29 @@ def test_what_another_process_did_while_the_store_was_let_go_is_seen_at_the_next
     assert served.wait("H-2")["status"] == "notified"
     subjects = sorted(str(m.message["Subject"]) for m in smtp_server.messages)
     assert subjects == ["Approved: H-1", "Granted: H-2", "Granted: H-3"]
+
+
+def test_past_the_memory_budget_queued_bodies_are_read_from_the_store(
+    ws: Workspace, smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue in memory keeps bodies up to QUEUE_MEMORY characters: a long queue of
+    big events costs the store's disk, not the owner's memory."""
+    monkeypatch.setattr(intake, "QUEUE_MEMORY", 800)
+    setup_rules(ws, smtp_server)
+    s = start(ws, worker=False)
+    try:
+        status, _, data = s.post(*[event(f"M-{n}") for n in range(6)])
+        assert status == 202 and data["accepted"] == 6
+        kept = [row[3] is not None for row in s.queue._queue.values()]
+        assert kept[0] and not kept[-1] and s.queue._queue_bytes <= 800
+        again = intake.IntakeQueue(ws)  # a restart reads the queue within the same budget
+        assert [row[3] is not None for row in again._queue.values()] == kept
+        s.queue.start()
+        for n in range(6):
+            assert s.wait(f"M-{n}")["status"] == "notified"
+        assert s.queue.pending == 0 and s.queue._queue_bytes == 0
+    finally:
+        s.srv.shutdown()
+        s.srv.server_close()
+        s.queue.stop()
+    assert delivered_to(smtp_server) == sorted(f"p-M-{n}@example.com" for n in range(6))
