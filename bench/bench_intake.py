@@ -10,7 +10,9 @@ POST to the last 250. In the same run, M events go through one ``sysmail-ops not
 CLI call each (the way a webhook relay without the intake would call it); the ratio is
 intake events/s over that. ``--rate R`` paces the posters to R events/s in all (an open
 loop): the latency at a load below the ceiling, rather than with the queue filling up.
-Run: ``python bench/bench_intake.py [-n 3000] [-m 20] [--runs 3] [--rate 0]``.
+``--load K`` keeps K busy-looping processes running beside it all (a machine with other
+work on it: this one's slow hours, on demand).
+Run: ``python bench/bench_intake.py [-n 3000] [-m 20] [--runs 3] [--rate 0] [--load 0]``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs (3)")
     parser.add_argument("--rate", type=float, default=0, help="events/s offered; 0: flat out")
     parser.add_argument(
+        "--load", type=int, default=0, help="busy-looping processes beside the runs (0)"
+    )
+    parser.add_argument(
         "--variant", action="append", type=Variant.parse, metavar="LABEL=[TREE][:FLAGS]",
         help="a way to run serve, alternated with the others in each run: its source tree "
         "(made with `git archive C sysmail_ops | tar -x -C DIR`) and flags, e.g. "
@@ -221,6 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variant or [Variant("now")]
     sink, port = start_sink()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     print(
         f"{'run':>3} {'serve':>8} {'intake p50 ms':>13} {'p99 ms':>8} {'max ms':>8} "
         f"{'events/s':>9} {'POST/s':>7} {'notify CLI ev/s':>15} {'ratio':>7} {'202 p50/p99 ms':>15}"
@@ -242,8 +248,9 @@ def main() -> None:
                         flush=True,
                     )
     finally:
-        sink.terminate()
-        sink.wait()
+        for p in [sink, *hogs]:
+            p.terminate()
+            p.wait()
 
 
 if __name__ == "__main__":
