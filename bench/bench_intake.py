@@ -146,7 +146,10 @@ def intake_run(
             while True:
                 t = datetime.now(UTC).replace(tzinfo=None)
                 t_post = time.perf_counter()
-                code = call(port, token, "POST", "/events", body)
+                try:
+                    code = call(port, token, "POST", "/events", body)
+                except OSError:  # refused over the connection limit mid-body (a 503 not
+                    code = 503  # read): again; a repeat of a recorded event gets 200
                 if code not in (429, 503):
                     break
                 time.sleep(0.05)  # the bench's own Retry-After
@@ -170,7 +173,7 @@ def intake_run(
     finally:
         proc.terminate()
         proc.wait()
-    bad = {c for c in codes.values() if c != 202}
+    bad = {c for c in codes.values() if c not in (200, 202)}
     assert not bad, f"answers other than 202: {bad}"
     with ws.store.connect() as con:
         rows = con.execute(
