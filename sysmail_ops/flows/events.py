@@ -299,8 +299,7 @@ def lapsed_claims(con: Any) -> dict[str, list[int]] | None:
     for row_id, eid, by, at in con.execute(
         "SELECT id, event_id, error, received_at FROM workflow_events WHERE status = 'sending'"
     ).fetchall():
-        holder = (by or "").removeprefix(CLAIM)
-        if holder != me() and _live(holder, at, now):
+        if _holder(by, at, now):
             return None
         lapsed.setdefault(eid, []).append(row_id)
     return lapsed
@@ -341,6 +340,13 @@ def _held_in_memory(wanted: Sequence[str]) -> dict[str, str]:
         if claimed is not None and claimed[0] != me():
             held[eid] = _held_by(*claimed)
     return held
+
+
+def _holder(claimed_by: str | None, claimed_at: datetime, now: datetime) -> str:
+    """Who holds a claim row: a live process, or another thread of this one; "" when it
+    is this thread's own or left by a process that died (it has lapsed)."""
+    holder = (claimed_by or "").removeprefix(CLAIM)
+    return holder if holder != me() and _live(holder, claimed_at, now) else ""
 
 
 def _held_by(holder: str, since: datetime) -> str:
@@ -389,8 +395,8 @@ def claim(con: Any, event_ids: Sequence[str], *, partial: bool) -> tuple[list[in
         held = _held_in_memory(wanted)
         lapsed: list[int] = []  # left by a process that died mid-send: its sends are in the log
         for row_id, eid, by, at in rows:
-            holder = (by or "").removeprefix(CLAIM)
-            if holder != me() and _live(holder, at, now):
+            holder = _holder(by, at, now)
+            if holder:
                 held[eid] = _held_by(holder, at)
             else:
                 lapsed.append(row_id)

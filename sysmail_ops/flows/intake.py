@@ -40,7 +40,7 @@ from sysmail_ops.flows.microbatch import MicroBatcher
 from sysmail_ops.inputs import parse_json
 from sysmail_ops.sending.engine import SendOptions
 from sysmail_ops.sending.session import IDLE_CLOSE
-from sysmail_ops.store.database import utcnow
+from sysmail_ops.store.database import config_edits, utcnow
 
 log = logging.getLogger("sysmail_ops.flows.intake")
 
@@ -76,20 +76,10 @@ QUEUE_MEMORY = 64 * 2**20  # characters of queued bodies kept in memory; past it
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 QUEUED = "queued"
 _Row = tuple[int, str, str, str]  # a queued event: its row id, source, event id, JSON body
+_Kept = tuple[int, str, str, str | None]  # one in memory: its body may be left in the store
 
 
 # --- sources ------------------------------------------------------------------------------
-
-# Source changes made by this process: a token verified before one is checked again. (Another
-# process cannot change a source while an intake holds the store; see ``IntakeQueue``.)
-_changes = 0
-_changes_lock = threading.Lock()
-
-
-def _changed() -> None:
-    global _changes
-    with _changes_lock:
-        _changes += 1
 
 
 @dataclass(frozen=True)
@@ -132,7 +122,6 @@ def add_source(ws: Workspace, name: str) -> str:
         con.execute(
             "INSERT INTO event_sources VALUES (?, ?, ?, NULL)", [name, token_hash(token), utcnow()]
         )
-    _changed()
     return token
 
 
@@ -153,7 +142,6 @@ def revoke_source(ws: Workspace, name: str) -> None:
         if row[0] is not None:
             raise ValidationError(f"source {name} is already revoked")
         con.execute("UPDATE event_sources SET revoked_at = ? WHERE name = ?", [utcnow(), name])
-    _changed()
 
 
 def authenticate(con: Any, token: str | None) -> str | None:
@@ -254,8 +242,9 @@ class IntakeQueue:
     While the file is held no other process can open it, so what this process learned
     from the store in a hold stays true until the hold ends or this process changes it:
 
-    - a token verified in the store since the hold began, with no source changed by this
-      process since, is not looked up again when a post's events are recorded;
+    - a token verified in the store since the hold began, with no configuration edit
+      (a source added or revoked is one) committed by this process since, is not looked
+      up again when a post's events are recorded;
     - the queued rows are read from the store once per hold, then kept in memory: a
       commit adds its rows, the worker takes its micro-batches from there (in the order
       they were accepted) and drops what it recorded, without a query per micro-batch;
@@ -285,7 +274,7 @@ class IntakeQueue:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hold_lock = threading.Lock()
-        # SHA-256 of a token seen valid -> its source, and (hold, _changes) when it was seen
+        # SHA-256 of a token seen valid -> its source, and (hold, config_edits()) when seen
         self._tokens: dict[str, tuple[str, tuple[int, int]]] = {}
         self._hold_count = 0  # holds of the store begun: one more after each let-go
         self._held: ExitStack | None = None
@@ -299,7 +288,7 @@ class IntakeQueue:
         # The queued rows (id -> row), in the order accepted, as of the hold ``_queue_hold``;
         # past QUEUE_MEMORY bytes of bodies a row is kept without its body (None), read
         # from the store when its micro-batch comes.
-        self._queue: dict[int, tuple[int, str, str, str | None]] = {}
+        self._queue: dict[int, _Kept] = {}
         self._queue_bytes = 0
         self._queue_hold = -1
         self._load_queue(self._hold_count)
@@ -331,7 +320,7 @@ class IntakeQueue:
                     self._suspects.pop(gone, None)
                     self._not_before.pop(gone, None)
 
-    def _keep(self, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
+    def _keep(self, rows: Sequence[_Kept]) -> None:
         """Queue rows in memory (the caller holds ``_lock``), bodies within QUEUE_MEMORY."""
         for row_id, src, eid, body in rows:
             if body is not None and self._queue_bytes + len(body) <= QUEUE_MEMORY:
@@ -340,7 +329,7 @@ class IntakeQueue:
                 body = None
             self._queue[row_id] = (row_id, src, eid, body)
 
-    def _with_bodies(self, rows: list[tuple[int, str, str, str | None]]) -> list[_Row]:
+    def _with_bodies(self, rows: list[_Kept]) -> list[_Row]:
         """The rows with their bodies: those kept without one are read from the store."""
         missing = [r[0] for r in rows if r[3] is None]
         bodies: dict[int, str] = {}
@@ -422,9 +411,9 @@ class IntakeQueue:
         return found
 
     def _now(self) -> tuple[int, int]:
-        """The hold of the store and the count of source changes, as of now."""
-        with self._hold_lock:
-            return self._hold_count, _changes
+        """The hold of the store and the count of this process's configuration edits (a
+        source added or revoked is one), as of now."""
+        return self._hold(), config_edits()
 
     def accept(self, source: str, body: bytes, *, token: str | None = None) -> list[Accepted]:
         """Record the good events of a post (committed before this returns); one answer each.
@@ -559,8 +548,8 @@ class IntakeQueue:
     def _check_tokens(self, con: Any, group: list[Post]) -> list[Post]:
         """The posts whose token is still valid; the others get ``Unauthorized``.
 
-        A token verified in this hold of the store, with no source changed since, is
-        known valid (see the class); the others are looked up.
+        A token verified in this hold of the store, with no configuration edited since,
+        is known valid (see the class); the others are looked up.
         """
         now = self._now()
         with self._lock:
@@ -794,12 +783,13 @@ def _insert(
     if not rows:
         return []
     conflict = " ON CONFLICT DO NOTHING" if skip_known else ""
+    bodies = {(src, eid): body for src, eid, body in rows}  # ours: not sent back
     return [
-        (int(row_id), src, eid, body)
-        for row_id, src, eid, body in con.execute(
+        (int(row_id), src, eid, bodies[src, eid])
+        for row_id, src, eid in con.execute(
             "INSERT INTO event_intake (source, event_id, body, received_at, state) "
             "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, ?"
-            f"{conflict} RETURNING id, source, event_id, body",
+            f"{conflict} RETURNING id, source, event_id",
             [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], now, QUEUED],
         ).fetchall()
     ]

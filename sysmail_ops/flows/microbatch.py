@@ -109,8 +109,8 @@ class MicroBatcher:
         at only when a hold begins or this process has edited it since (see the module).
         Raises only what is no event's fault (the store busy) or unexpected.
         """
-        new_hold = held is None or held != self._held
         begun = held is not None and held != self._held  # another process may have been here
+        new_hold = held is None or begun  # no hold: every call looks as a new hold would
         if begun or time.monotonic() - self._orphans_at > ORPHANS_EVERY:
             sendlog.fold_orphans(self.ws)  # a dead process's sends, before the lookup
             self._orphans_at = time.monotonic()

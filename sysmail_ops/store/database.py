@@ -134,7 +134,8 @@ class Store:
         whose rows no other thread writes (``serve``'s intake records new events while its
         worker writes the log); a conflict would raise ``duckdb.TransactionException``.
         ``config=False``: the caller writes none of the configuration (accounts, templates,
-        rules, role directory, settings), so its commit leaves ``config_edits()`` alone.
+        rules, role directory, settings, event sources), so its commit leaves
+        ``config_edits()`` alone.
         """
         with contextlib.nullcontext() if beside else self._write_lock, self.connect() as con:
             con.begin()
